@@ -1,0 +1,31 @@
+"""Flask commands: `flask worker` and the configuration reference."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    @app.cli.command("worker")
+    @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+    @click.option("--name", default=None, help="Worker name (defaults to RQ's).")
+    @click.argument("queues", nargs=-1)
+    def worker(burst: bool, name: str | None, queues: tuple[str, ...]) -> None:
+        """Run an RQ worker on QUEUES (all of the portal's queues when none is given)."""
+        from jobs import ALL_QUEUES
+        from jobs.worker import run_worker
+
+        unknown = set(queues) - set(ALL_QUEUES)
+        if unknown:
+            raise click.BadParameter(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_QUEUES)}")
+        run_worker(list(queues) or ALL_QUEUES, burst=burst, name=name)
+
+    @app.cli.command("config-reference")
+    def config_reference() -> None:
+        """Print every PORTAL_* setting with its type, default and meaning (Markdown)."""
+        from portal.config import reference
+
+        click.echo("| Variable | Type | Default | Meaning |\n| --- | --- | --- | --- |")
+        for row in reference():
+            click.echo(f"| `{row['name']}` | {row['type']} | `{row['default']}` | {row['doc']} |")

@@ -1,0 +1,144 @@
+"""Every PORTAL_* setting, typed, in one place.
+
+The defaults are the embedded setup: a SQLite file under ``instance/`` and
+Redis on localhost, so the portal runs with nothing configured. Each setting
+is declared once, with its type, default and meaning, so that a configuration
+reference can be generated from this module and cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+class ConfigError(ValueError):
+    """A PORTAL_* variable holds a value of the wrong type."""
+
+
+def setting(default: Any, doc: str, **kwargs: Any) -> Any:
+    """Declare a setting: its default and a one-line meaning for the reference."""
+    if callable(default) and not isinstance(default, type):
+        return field(default_factory=default, metadata={"doc": doc, **kwargs})
+    return field(default=default, metadata={"doc": doc, **kwargs})
+
+
+def _parse_bool(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false, 1/0), got {raw!r}")
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{INSTANCE_DIR / 'portal.sqlite3'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The portal's configuration. Field ``foo_bar`` is read from ``PORTAL_FOO_BAR``."""
+
+    secret_key: str = setting(
+        "", "Key signing sessions and CSRF tokens. Empty: a random key kept in instance/secret_key.",
+        secret=True,
+    )
+    database_url: str = setting(
+        _default_database_url, "SQLAlchemy URL of the database (sqlite:/// or postgresql+psycopg://).",
+        secret=True,
+    )
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for RQ queues and rate limits.", secret=True)
+    rq_async: bool = setting(True, "Run jobs on workers (true) or inline in the request (false, tests only).")
+    job_timeout: int = setting(600, "Default time limit of a job, in seconds.")
+    job_failure_ttl: int = setting(7 * 24 * 3600, "How long a failed job is kept in Redis, in seconds.")
+    job_retries: int = setting(3, "How many times RQ retries a job that raised.")
+    team_approval: bool = setting(
+        False, "Joining a team at sign-up needs a maintainer's approval."
+    )
+    default_teams: str = setting("dev,ops", "Teams offered at sign-up when no admin has added more (display only).")
+    login_rate_limit: str = setting(
+        "5 per minute", "Failed sign-ins allowed per username and client address (Flask-Limiter syntax)."
+    )
+    ratelimit_storage_url: str = setting(
+        "", "Storage of rate-limit counters; empty means the Redis of PORTAL_REDIS_URL.", secret=True
+    )
+    page_size: int = setting(25, "Rows per page of the list pages.")
+    session_cookie_secure: bool = setting(False, "Send the session cookie over HTTPS only.")
+    strict_templates: bool = setting(False, "Fail on undefined template variables (on in development and tests).")
+    testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting from ``PORTAL_*`` variables, converting to its declared type."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = env_name(f.name)
+            if name in environ:
+                values[f.name] = _convert(f, environ[name], name)
+        return cls(**values)
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Settings":
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides)
+
+
+def env_name(field_name: str) -> str:
+    return "PORTAL_" + field_name.upper()
+
+
+def _convert(f: dataclasses.Field, raw: str, name: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind == "bool":
+        return _parse_bool(raw, name)
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    return raw
+
+
+def reference() -> list[dict[str, str]]:
+    """The configuration reference: one row per setting, for docs and the CLI."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        rows.append({
+            "name": env_name(f.name),
+            "type": str(f.type),
+            "default": "(generated)" if f.name == "secret_key" else repr(default),
+            "doc": f.metadata["doc"],
+        })
+    return rows
+
+
+def instance_secret_key(instance_dir: Path) -> str:
+    """A random key created once and kept in the instance folder, for the embedded setup."""
+    path = instance_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    tmp = instance_dir / f".secret_key.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    try:
+        os.link(tmp, path)  # atomic: a web and a worker process starting together agree on one key
+    except FileExistsError:
+        key = path.read_text().strip()
+    finally:
+        tmp.unlink()
+    return key

@@ -1,0 +1,18 @@
+"""Typed SQLAlchemy 2.0 models, one module per aggregate."""
+
+from portal.models.account import Membership, MembershipStatus, Role, Team, User
+from portal.models.audit import AuditEvent
+from portal.models.cluster import Cluster
+from portal.models.project import Application, Project
+
+__all__ = [
+    "Application",
+    "AuditEvent",
+    "Cluster",
+    "Membership",
+    "MembershipStatus",
+    "Project",
+    "Role",
+    "Team",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""The only layer that commits, checks permissions, enqueues jobs and calls integrations."""

@@ -1,0 +1,35 @@
+"""Template filters and the navigation every page shows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Flask
+from flask_login import current_user
+
+from portal.services.access import navigation
+
+
+def ago(value: datetime | None) -> str:
+    if value is None:
+        return "never"
+    seconds = int((datetime.now(timezone.utc) - value).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return "just now"
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters["ago"] = ago
+    app.jinja_env.filters["when"] = when
+
+    @app.context_processor
+    def nav():
+        if current_user.is_authenticated and not current_user.is_pending:
+            return {"nav_links": navigation(current_user)}
+        return {"nav_links": []}

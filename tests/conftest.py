@@ -1,0 +1,159 @@
+"""Fixtures: real Redis and PostgreSQL started by the harness, an app per test on each database backend.
+
+The schema is built by the Alembic migrations, once per backend per session;
+after each test every row is deleted except those the first migration seeds,
+so each test starts from the state of a fresh installation.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from portal import create_app
+from portal.extensions import db
+from testbed.services import PostgresServer, RedisServer
+from tests.support import PortalClient
+
+BACKENDS = os.environ.get("PORTAL_TEST_BACKENDS", "sqlite,postgresql").split(",")
+SEEDED_TEAMS = ("dev", "ops")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_tmp():
+    with tempfile.TemporaryDirectory(prefix="portal-tests-") as d:
+        yield Path(d)
+
+
+def _migrated_url(request, backend: str, session_tmp: Path) -> str:
+    cache = request.config.stash.setdefault(_URLS, {})
+    if backend in cache:
+        return cache[backend]
+    if backend == "sqlite":
+        url = f"sqlite:///{session_tmp / 'portal.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database("portal_test")
+    app = create_app({"testing": True, "database_url": url, "secret_key": "test"})
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+        db.engine.dispose()
+    cache[backend] = url
+    return url
+
+
+_URLS = pytest.StashKey[dict]()
+
+
+def make_app(database_url: str, redis_url: str, **overrides):
+    app = create_app({
+        "testing": True,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "secret_key": "test-secret",
+        "rq_async": False,
+        **overrides,
+    })
+    app.test_client_class = PortalClient
+    return app
+
+
+def reset_database() -> None:
+    """Back to the state the migrations leave: no rows but the seeded teams."""
+    tables = [t for t in reversed(db.metadata.sorted_tables)]
+    for table in tables:
+        if table.name == "teams":
+            db.session.execute(delete(table).where(table.c.name.not_in(SEEDED_TEAMS)))
+        else:
+            db.session.execute(delete(table))
+    db.session.commit()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def app_overrides() -> dict:
+    """Override in a test module to change settings of the `app` fixture."""
+    return {}
+
+
+@pytest.fixture
+def app(request, db_backend, session_tmp, redis_server, app_overrides):
+    url = _migrated_url(request, db_backend, session_tmp)
+    app = make_app(url, redis_server.url, **app_overrides)
+    with app.app_context():
+        yield app
+        db.session.rollback()
+        reset_database()
+        db.session.remove()
+        db.engine.dispose()
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def login(app):
+    """A client signed in as the given user: ``login(user)``."""
+
+    def _login(user):
+        return app.test_client(user=user)
+
+    return _login
+
+
+@pytest.fixture
+def dev_member(app):
+    from tests.factories import member_of
+
+    return member_of("dev", username="devmember")
+
+
+@pytest.fixture
+def dev_maintainer(app):
+    from portal.models import Role
+    from tests.factories import member_of
+
+    return member_of("dev", Role.MAINTAINER, username="devmaintainer")
+
+
+@pytest.fixture
+def ops_member(app):
+    from tests.factories import member_of
+
+    return member_of("ops", username="opsmember")
+
+
+@pytest.fixture
+def admin(app):
+    from tests.factories import UserFactory
+
+    return UserFactory(username="theadmin", is_admin=True)
+
