@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Response, make_response, redirect, request
+from flask import Response, make_response, redirect, render_template, request
 from jinja2_fragments.flask import render_block
 
 
@@ -18,14 +18,12 @@ def is_boosted_or_history() -> bool:
     return request.headers.get("HX-Boosted") == "true" or request.headers.get("HX-History-Restore-Request") == "true"
 
 
-def render(template: str, block: str | None = None, status: int = 200, **context: Any) -> Response:
+def render(template_name: str, /, block: str | None = None, status: int = 200, **context: Any) -> Response:
     """Render the page, or only its named block for an HTMX request to the same URL."""
     if block and is_htmx() and not is_boosted_or_history():
-        body = render_block(template, block, **context)
+        body = render_block(template_name, block, **context)
     else:
-        from flask import render_template
-
-        body = render_template(template, **context)
+        body = render_template(template_name, **context)
     resp = make_response(body, status)
     resp.headers.add("Vary", "HX-Request")
     return resp

@@ -1,0 +1,140 @@
+"""Every route of the app against every role: anonymous, a member of another team, a team member,
+a team maintainer, an admin. The table is checked against the URL map, so a new route cannot be
+added without saying who may use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+
+from portal.models import MembershipStatus, Role, Team
+from tests.factories import ApplicationFactory, ClusterFactory, MembershipFactory, ProjectFactory, UserFactory, member_of
+
+ROLES = ("anonymous", "other_team", "member", "maintainer", "admin")
+LOGIN = "login"  # expected: a redirect to the login page
+
+
+@dataclass
+class World:
+    pending_membership_id: int
+    newcomer: str
+    newcomer_id: int
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    url: str | Callable[[World], str]
+    expect: tuple  # one status per role, in ROLES order; LOGIN for a redirect to /login
+    data: dict | Callable[[World], dict] | None = None
+
+
+CASES: dict[str, Case] = {
+    "static": Case("GET", "/static/htmx.min.js", (200, 200, 200, 200, 200)),
+    "auth.signup": Case("GET", "/signup", (200, 302, 302, 302, 302)),
+    "auth.login": Case("GET", "/login", (200, 302, 302, 302, 302)),
+    "auth.logout": Case("POST", "/logout", (LOGIN, 302, 302, 302, 302)),
+    "auth.pending": Case("GET", "/pending", (LOGIN, 302, 302, 302, 302)),
+    "auth.account": Case("GET", "/account", (LOGIN, 200, 200, 200, 200)),
+    "dashboard.index": Case("GET", "/", (LOGIN, 200, 200, 200, 200)),
+    "projects.index": Case("GET", "/projects", (LOGIN, 200, 200, 200, 200)),
+    "projects.new": Case("GET", "/projects/new", (LOGIN, 200, 200, 200, 200)),
+    "projects.create": Case("POST", "/projects", (LOGIN, 422, 302, 302, 302), {"team": "dev", "name": "fresh"}),
+    "projects.check_name": Case("GET", "/projects/check-name?team=dev&name=fresh", (LOGIN, 200, 200, 200, 200)),
+    "projects.show": Case("GET", "/t/dev/alpha", (LOGIN, 404, 200, 200, 200)),
+    "projects.delete": Case("POST", "/t/dev/empty/delete", (LOGIN, 404, 403, 302, 302)),
+    "apps.index": Case("GET", "/apps", (LOGIN, 200, 200, 200, 200)),
+    "apps.new": Case("GET", "/t/dev/alpha/apps/new", (LOGIN, 404, 200, 200, 200)),
+    "apps.create": Case("POST", "/t/dev/alpha/apps", (LOGIN, 404, 302, 302, 302),
+                        {"name": "fresh", "template": "python-web"}),
+    "apps.check_name": Case("GET", "/t/dev/alpha/apps/check-name?name=fresh", (LOGIN, 404, 200, 200, 200)),
+    "apps.show": Case("GET", "/t/dev/alpha/web", (LOGIN, 404, 200, 200, 200)),
+    "apps.delete": Case("POST", "/t/dev/alpha/web/delete", (LOGIN, 404, 403, 302, 302)),
+    "teams.index": Case("GET", "/teams", (LOGIN, 200, 200, 200, 200)),
+    "teams.create": Case("POST", "/teams", (LOGIN, 403, 403, 403, 302), {"name": "qa", "display_name": "QA"}),
+    "teams.show": Case("GET", "/teams/dev", (LOGIN, 404, 200, 200, 200)),
+    "teams.add_member": Case("POST", "/teams/dev/members", (LOGIN, 404, 403, 200, 200),
+                             lambda w: {"username": w.newcomer, "role": "member"}),
+    "teams.approve": Case("POST", lambda w: f"/teams/dev/members/{w.pending_membership_id}/approve",
+                          (LOGIN, 404, 403, 200, 200)),
+    "teams.set_role": Case("POST", lambda w: f"/teams/dev/members/{w.pending_membership_id}/role",
+                           (LOGIN, 404, 403, 200, 200), {"role": "maintainer"}),
+    "teams.remove": Case("POST", lambda w: f"/teams/dev/members/{w.pending_membership_id}/remove",
+                         (LOGIN, 404, 403, 200, 200)),
+    "admin.users": Case("GET", "/admin/users", (LOGIN, 403, 403, 403, 200)),
+    "admin.set_admin": Case("POST", lambda w: f"/admin/users/{w.newcomer_id}/admin", (LOGIN, 403, 403, 403, 200), {"is_admin": "1"}),
+    "admin.clusters_index": Case("GET", "/admin/clusters", (LOGIN, 403, 403, 403, 200)),
+    "admin.clusters_create": Case("POST", "/admin/clusters", (LOGIN, 403, 403, 403, 302),
+                                  {"name": "new-one", "api_url": "https://10.0.0.9:6443", "team_names": "ops"}),
+    "admin.cluster_edit": Case("GET", "/admin/clusters/dev-cluster", (LOGIN, 403, 403, 403, 200)),
+    "admin.cluster_delete": Case("POST", "/admin/clusters/dev-cluster/delete", (LOGIN, 403, 403, 403, 302)),
+    "admin.audit_log": Case("GET", "/admin/audit", (LOGIN, 403, 403, 403, 200)),
+}
+
+
+def test_every_route_is_in_the_matrix(app):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert endpoints == set(CASES), (
+        f"routes without an entry: {sorted(endpoints - set(CASES))}; stale entries: {sorted(set(CASES) - endpoints)}"
+    )
+
+
+@pytest.fixture
+def world(app) -> World:
+    alpha = ProjectFactory(name="alpha", description="dev secret")
+    ApplicationFactory(project=alpha, name="web")
+    ProjectFactory(name="empty")
+    omega = ProjectFactory(name="omega", team=Team.by_name("ops"))
+    ApplicationFactory(project=omega, name="api")
+    pending = MembershipFactory(user=UserFactory(username="waiting"), status=MembershipStatus.PENDING)
+    newcomer = UserFactory(username="newcomer")
+    ClusterFactory(name="dev-cluster", teams=[Team.by_name("dev")])
+    return World(pending_membership_id=pending.id, newcomer="newcomer", newcomer_id=newcomer.id)
+
+
+def _user_for(role: str):
+    if role == "anonymous":
+        return None
+    if role == "other_team":
+        return member_of("ops", username="outsider")
+    if role == "member":
+        return member_of("dev", username="insider")
+    if role == "maintainer":
+        return member_of("dev", Role.MAINTAINER, username="keeper")
+    return UserFactory(username="boss", is_admin=True)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("endpoint", sorted(CASES))
+def test_route_answers_each_role_as_specified(app, world, endpoint, role):
+    case = CASES[endpoint]
+    user = _user_for(role)
+    client = app.test_client(user=user) if user else app.test_client()
+    url = case.url(world) if callable(case.url) else case.url
+    data = case.data(world) if callable(case.data) else case.data
+    resp = client.open(url, method=case.method, data=data)
+    text = resp.get_data(as_text=True)
+    resp.close()  # static files are streamed
+    expected = case.expect[ROLES.index(role)]
+    if expected == LOGIN:
+        assert resp.status_code == 302 and resp.headers["Location"].startswith("/login"), resp.status_code
+    else:
+        assert resp.status_code == expected, f"{case.method} {url} as {role}: {resp.status_code}\n{text[:500]}"
+    # Whatever the answer, another team's data never shows.
+    if role == "other_team":
+        assert "dev secret" not in text and "alpha" not in text
+
+
+@pytest.mark.parametrize("role", ["anonymous", "member"])
+def test_state_changes_without_csrf_token_are_refused(app, world, role):
+    user = _user_for(role)
+    client = app.test_client(user=user) if user else app.test_client()
+    for endpoint, case in CASES.items():
+        if case.method != "POST":
+            continue
+        url = case.url(world) if callable(case.url) else case.url
+        data = case.data(world) if callable(case.data) else case.data
+        resp = client.post(url, data=data, csrf=False)
+        assert resp.status_code == 400, f"{endpoint} accepted a POST without CSRF token ({resp.status_code})"
