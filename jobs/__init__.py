@@ -65,7 +65,7 @@ def enqueue(
     n = settings.job_retries if retries is None else retries
     return q.enqueue(
         func,
-        *args,
+        args=args,
         job_id=job_id,
         job_timeout=timeout or settings.job_timeout,
         failure_ttl=settings.job_failure_ttl,

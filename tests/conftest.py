@@ -157,3 +157,16 @@ def admin(app):
 
     return UserFactory(username="theadmin", is_admin=True)
 
+
+
+@pytest.fixture
+def app_async(app):
+    """The app with jobs queued in Redis for real workers instead of run inline."""
+    app.config["PORTAL"] = app.config["PORTAL"].replace({"rq_async": True})
+    return app
+
+
+@pytest.fixture
+def db_url_for_worker(app) -> str:
+    """The test database's URL, for processes started by the test."""
+    return app.config["SQLALCHEMY_DATABASE_URI"]
