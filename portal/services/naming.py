@@ -23,12 +23,12 @@ def label_errors(value: str, max_length: int) -> list[str]:
     errors: list[str] = []
     if len(value) > max_length:
         errors.append(f"At most {max_length} characters; this one has {len(value)}.")
-    bad = sorted({c for c in value if not _ALLOWED.fullmatch(c)})
+    bad = list(dict.fromkeys(c for c in value if not _ALLOWED.fullmatch(c)))
     if bad:
         shown = ", ".join(repr(c) for c in bad[:5])
         hint = " (use lowercase)" if any(c.isupper() for c in bad) else ""
         errors.append(f"Only lowercase letters, digits and '-' are allowed; found {shown}{hint}.")
-    if not value[0].isalpha() or not value[0].isascii():
+    if value[0] not in bad and not ("a" <= value[0] <= "z"):  # a bad character was named already
         errors.append("Must start with a lowercase letter.")
     if value[-1] == "-":
         errors.append("Must end with a letter or a digit.")

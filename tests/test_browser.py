@@ -1,0 +1,159 @@
+"""The path a newcomer takes, in headless Chromium against the portal served over real HTTP.
+
+Sign up into a team, create a project and then an application through the
+HTMX forms, and find the application on the dashboard. What only a browser can
+tell is checked along the way: the live name feedback, rows swapped in without
+a page reload, and a console free of errors (a Content-Security-Policy
+violation, a failed script, a refused request would all show there).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from werkzeug.serving import make_server
+
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.browser
+
+HOW_CHROMIUM = "Install it with `make setup-test` (or `apt-get install chromium chromium-driver`), or set {var} to its path."
+WAIT_SECONDS = 10
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)
+
+
+def _binary(env_var: str, default: str, what: str) -> str:
+    # Always an explicit path: without one, Selenium Manager would try to download a browser.
+    path = os.environ.get(env_var) or default
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{what} is missing at {path}. {HOW_CHROMIUM.format(var=env_var)}", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def live_server(app):
+    """The test's app served over HTTP on 127.0.0.1 from a thread; yields its base URL.
+
+    Each request gets its own app context in the server's threads, as in
+    production; the database is the migrated one the ``app`` fixture resets.
+    """
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="portal-live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium with a fresh profile, recording the console."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = _binary("CHROMIUM", "/usr/bin/chromium", "Chromium")
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=_binary("CHROMEDRIVER", "/usr/bin/chromedriver", "ChromeDriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait(driver) -> WebDriverWait:
+    return WebDriverWait(driver, WAIT_SECONDS)
+
+
+def still_attached(element: WebElement) -> bool:
+    """False once the page holding ``element`` has been replaced by another load."""
+    try:
+        element.tag_name
+    except StaleElementReferenceException:
+        return False
+    return True
+
+
+def row_with_link(tbody_id: str, text: str) -> tuple[str, str]:
+    return By.XPATH, f"//tbody[@id='{tbody_id}']/tr[td/a[normalize-space()='{text}']]"
+
+
+def type_name_and_see_it_available(driver, name: str, feedback_id: str) -> None:
+    field = driver.find_element(By.ID, "name")
+    field.send_keys(name)
+    wait(driver).until(EC.text_to_be_present_in_element((By.ID, feedback_id), f"“{name}” is available."))
+
+
+def test_newcomer_signs_up_and_creates_a_project_and_an_application(app, live_server, browser):
+    UserFactory(username="root", is_admin=True)  # the portal is in use: the newcomer is not its first user
+    driver = browser
+
+    # Signed out, the portal sends the newcomer to sign in; from there to sign up.
+    driver.get(live_server + "/")
+    wait(driver).until(EC.url_contains("/login"))
+    driver.find_element(By.LINK_TEXT, "Create an account").click()
+    wait(driver).until(EC.presence_of_element_located((By.ID, "signup-form")))
+    driver.find_element(By.ID, "username").send_keys("newcomer")
+    driver.find_element(By.ID, "email").send_keys("newcomer@example.com")
+    driver.find_element(By.ID, "password").send_keys("a long enough password")
+    Select(driver.find_element(By.ID, "team")).select_by_visible_text("Dev")
+    driver.find_element(By.CSS_SELECTOR, "#signup-form button[type=submit]").click()
+
+    wait(driver).until(EC.url_to_be(live_server + "/"))
+    dev = wait(driver).until(EC.presence_of_element_located((By.ID, "team-dev")))
+    assert "No projects yet" in dev.text
+    assert not driver.find_elements(By.ID, "team-ops"), "a plain member sees only the teams they are in"
+    assert driver.find_element(By.CSS_SELECTOR, ".who a").text == "newcomer"
+
+    # Projects page: live name feedback, then the row swapped in and the form emptied, with no reload.
+    driver.find_element(By.LINK_TEXT, "Projects").click()
+    wait(driver).until(EC.presence_of_element_located((By.ID, "project-form")))
+    assert Select(driver.find_element(By.ID, "team")).first_selected_option.text == "Dev"
+    page = driver.find_element(By.TAG_NAME, "html")
+    type_name_and_see_it_available(driver, "web-shop", "project-name-feedback")
+    driver.find_element(By.CSS_SELECTOR, "#project-form button[type=submit]").click()
+    row = wait(driver).until(EC.visibility_of_element_located(row_with_link("project-rows", "web-shop")))
+    assert still_attached(page), "creating a project reloaded the page instead of swapping the row in"
+    assert "No projects yet" not in driver.find_element(By.ID, "project-rows").text, "the placeholder row stayed"
+    assert driver.find_element(By.ID, "name").get_attribute("value") == ""
+
+    # The project page: an application created the same way.
+    row.find_element(By.LINK_TEXT, "web-shop").click()
+    wait(driver).until(EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "dev / web-shop"))
+    page = driver.find_element(By.TAG_NAME, "html")
+    type_name_and_see_it_available(driver, "storefront", "app-name-feedback")
+    Select(driver.find_element(By.ID, "template")).select_by_visible_text("Static site")
+    driver.find_element(By.CSS_SELECTOR, "#application-form button[type=submit]").click()
+    row = wait(driver).until(EC.visibility_of_element_located(row_with_link("app-rows", "storefront")))
+    assert still_attached(page), "creating an application reloaded the page instead of swapping the row in"
+    assert "static-site" in row.text
+    assert "No applications yet" not in driver.find_element(By.ID, "app-rows").text, "the placeholder row stayed"
+    assert driver.find_element(By.ID, "name").get_attribute("value") == ""
+
+    # The dashboard lists it among the team's recent applications.
+    driver.find_element(By.LINK_TEXT, "Dashboard").click()
+    recent = wait(driver).until(EC.visibility_of_element_located((
+        By.XPATH,
+        "//section[@id='team-dev']//h3[normalize-space()='Recent applications']/following-sibling::table"
+        "//tr[td/a[normalize-space()='storefront']]",
+    )))
+    cells = [td.text for td in recent.find_elements(By.TAG_NAME, "td")]
+    assert cells[:3] == ["storefront", "web-shop", "static-site"]
+    summary = driver.find_element(By.CSS_SELECTOR, "#team-dev h2 small").text
+    assert summary == "1 projects · 1 applications"
+
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], "errors in the browser console:\n" + "\n".join(e["message"] for e in severe)
