@@ -12,8 +12,8 @@ from pathlib import Path
 
 from testbed.process import MissingComponent, ServerProcess, find_binary, free_port, port_open
 
-HOW_REDIS = "Install it with `make setup` (or `apt-get install redis-server`), or set REDIS_SERVER to its path."
-HOW_POSTGRES = "Install it with `make setup` (or `apt-get install postgresql`), or set PG_BINDIR to its bin folder."
+HOW_REDIS = "Install it with `make setup-test` (or `apt-get install redis-server`), or set REDIS_SERVER to its path."
+HOW_POSTGRES = "Install it with `make setup-test` (or `apt-get install postgresql`), or set PG_BINDIR to its bin folder."
 
 
 @dataclass

@@ -153,7 +153,7 @@ def test_newcomer_signs_up_and_creates_a_project_and_an_application(app, live_se
     cells = [td.text for td in recent.find_elements(By.TAG_NAME, "td")]
     assert cells[:3] == ["storefront", "web-shop", "static-site"]
     summary = driver.find_element(By.CSS_SELECTOR, "#team-dev h2 small").text
-    assert summary == "1 projects · 1 applications"
+    assert summary == "1 project · 1 application"
 
     severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert severe == [], "errors in the browser console:\n" + "\n".join(e["message"] for e in severe)
