@@ -223,3 +223,12 @@ def test_team_and_project_mismatch_is_impossible_in_the_database(app):
     with pytest.raises(IntegrityError):
         db.session.commit()
     db.session.rollback()
+
+
+def test_delete_with_htmx_redirects_the_whole_page_or_explains_in_the_flash_area(login, dev_maintainer):
+    ApplicationFactory(project=ProjectFactory(name="full"), name="web")
+    c = login(dev_maintainer)
+    resp = c.post("/t/dev/full/delete", headers=HTMX)
+    assert resp.status_code == 409 and resp.headers["HX-Retarget"] == "#flash"
+    resp = c.post("/t/dev/full/web/delete", headers=HTMX)
+    assert resp.status_code == 200 and resp.headers["HX-Redirect"] == "/t/dev/full"
