@@ -220,8 +220,9 @@ def run(args, database_url: str, redis_url: str) -> None:
                 label = f"{name}, {f'q={q}' if q else 'first page'}"
                 print(row(username, label, timed(call, args.requests, args.warmup, check)))
 
+    print("\nload:     {:.2f} {:.2f} {:.2f} (1, 5, 15 min, at the end)".format(*os.getloadavg()))
     if database_url.startswith("postgresql"):
-        print(f"\nTarget: p95 < {TARGET_MS:.0f} ms on PostgreSQL for /, /apps and /apps?q=.")
+        print(f"Target: p95 < {TARGET_MS:.0f} ms on PostgreSQL for /, /apps and /apps?q=.")
         for (username, label), value in p95.items():
             print(f"  {username:<11} {label:<20} p95 {value:6.1f} ms  {'met' if value < TARGET_MS else 'MISSED'}")
     with app.app_context():

@@ -29,11 +29,19 @@ def dashboard(actor: User) -> list[TeamSummary]:
     teams_query = select(Team).order_by(Team.name)
     if visible is not None:
         teams_query = teams_query.where(Team.id.in_(visible))
+    teams = list(db.session.scalars(teams_query))
+    ids = [t.id for t in teams]
+    # One grouped query per count rather than two queries per team.
+    project_counts = dict(db.session.execute(
+        select(Project.team_id, func.count()).where(Project.team_id.in_(ids)).group_by(Project.team_id)).all())
+    app_counts = dict(db.session.execute(
+        select(Application.team_id, func.count()).where(Application.team_id.in_(ids)).group_by(Application.team_id)
+    ).all())
+    app_count = (
+        select(func.count(Application.id)).where(Application.project_id == Project.id).scalar_subquery()
+    )
     summaries = []
-    for team in db.session.scalars(teams_query):
-        app_count = (
-            select(func.count(Application.id)).where(Application.project_id == Project.id).scalar_subquery()
-        )
+    for team in teams:
         projects = list(db.session.execute(
             select(Project, app_count).where(Project.team_id == team.id).order_by(Project.name).limit(PROJECTS_SHOWN)
         ).tuples())
@@ -46,10 +54,8 @@ def dashboard(actor: User) -> list[TeamSummary]:
         ).tuples())
         summaries.append(TeamSummary(
             team=team,
-            project_count=db.session.scalar(select(func.count(Project.id)).where(Project.team_id == team.id)) or 0,
-            application_count=db.session.scalar(
-                select(func.count(Application.id)).where(Application.team_id == team.id)
-            ) or 0,
+            project_count=project_counts.get(team.id, 0),
+            application_count=app_counts.get(team.id, 0),
             projects=projects,
             recent_applications=recent,
         ))
