@@ -21,6 +21,11 @@ def run_worker(queue_names: list[str], burst: bool = False, name: str | None = N
 
     from jobs import get_queue, QueueName, redis_connection
 
+    from jobs.provisioning import sweep
+
     queues = [get_queue(QueueName(q)) for q in queue_names]
+    if QueueName.PROVISIONING.value in queue_names:
+        # Resume at once what a dead worker left behind, and keep the periodic sweeper going.
+        sweep()
     worker = Worker(queues, connection=redis_connection(), name=name)
     return worker.work(burst=burst, with_scheduler=True)

@@ -60,6 +60,20 @@ class Settings:
     job_timeout: int = setting(600, "Default time limit of a job, in seconds.")
     job_failure_ttl: int = setting(7 * 24 * 3600, "How long a failed job is kept in Redis, in seconds.")
     job_retries: int = setting(3, "How many times RQ retries a job that raised.")
+    scm: str = setting("none", "Source control: none, or a provider name or module:factory (see README).")
+    ci: str = setting("none", "CI server: none, or a provider name or module:factory.")
+    registry: str = setting("none", "Image registry: none, or a provider name or module:factory.")
+    cluster: str = setting("none", "Cluster access: none, or a provider name or module:factory.")
+    delivery: str = setting("none", "Delivery (GitOps): none, or a provider name or module:factory.")
+    logs: str = setting("none", "Log store: none, or a provider name or module:factory.")
+    provisioning_attempts: int = setting(5, "Attempts of a provisioning step on transient errors before it fails.")
+    provisioning_backoff: float = setting(2.0, "First retry delay of a provisioning step, in seconds; doubles each time.")
+    provisioning_backoff_max: float = setting(120.0, "Longest retry delay of a provisioning step, in seconds.")
+    provisioning_lease: float = setting(
+        60.0, "Seconds a worker's claim on a run lasts without a heartbeat; then another worker resumes it."
+    )
+    provisioning_sweep_interval: float = setting(15.0, "Seconds between sweeps for runs whose worker died.")
+    public_url: str = setting("http://127.0.0.1:5000", "The portal's own URL, for webhooks and links.")
     team_approval: bool = setting(
         False, "Joining a team at sign-up needs a maintainer's approval."
     )
@@ -102,11 +116,11 @@ def _convert(f: dataclasses.Field, raw: str, name: str) -> Any:
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     if kind == "bool":
         return _parse_bool(raw, name)
-    if kind == "int":
+    if kind in ("int", "float"):
         try:
-            return int(raw)
+            return int(raw) if kind == "int" else float(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+            raise ConfigError(f"{name} must be a number ({kind}), got {raw!r}") from None
     return raw
 
 

@@ -21,7 +21,7 @@ def test_values_are_converted_to_their_types():
 
 
 @pytest.mark.parametrize("env,message", [
-    ({"PORTAL_PAGE_SIZE": "many"}, "PORTAL_PAGE_SIZE must be an integer"),
+    ({"PORTAL_PAGE_SIZE": "many"}, "PORTAL_PAGE_SIZE must be a number"),
     ({"PORTAL_TEAM_APPROVAL": "perhaps"}, "PORTAL_TEAM_APPROVAL must be a boolean"),
 ])
 def test_bad_values_are_named(env, message):

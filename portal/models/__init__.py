@@ -4,9 +4,25 @@ from portal.models.account import Membership, MembershipStatus, Role, Team, User
 from portal.models.audit import AuditEvent
 from portal.models.cluster import Cluster
 from portal.models.project import Application, Project
+from portal.models.provisioning import (
+    ApplicationResource,
+    Orphan,
+    ProvisioningRun,
+    ProvisioningStep,
+    RunKind,
+    RunState,
+    StepState,
+)
 
 __all__ = [
     "Application",
+    "ApplicationResource",
+    "Orphan",
+    "ProvisioningRun",
+    "ProvisioningStep",
+    "RunKind",
+    "RunState",
+    "StepState",
     "AuditEvent",
     "Cluster",
     "Membership",

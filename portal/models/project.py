@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, String, Text, UniqueConstraint
@@ -55,6 +56,10 @@ class Application(db.Model):
     name: Mapped[str] = mapped_column(String(40))
     description: Mapped[str] = mapped_column(Text, default="")
     template: Mapped[str] = mapped_column(String(40))
+    # A stable identity written on everything provisioned for it, so that only what is ours is adopted.
+    uid: Mapped[str] = mapped_column(String(32), unique=True, default=lambda: uuid.uuid4().hex)
+    # Where provisioning stands: new, provisioning, ready, failed, cancelled, deleting.
+    state: Mapped[str] = mapped_column(String(20), default="new")
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -11,7 +11,9 @@ from portal.errors import NotFound, ValidationFailed
 from portal.extensions import db
 from portal.models import Application, Project, Team, User
 from portal.services import audit
-from portal.services.access import require_maintainer, visible_team_ids
+from portal.models import RunKind
+from portal.services.access import visible_team_ids
+from portal.services.provisioning.runs import enqueue_run, new_run, request_delete
 from portal.services.listing import Page, contains, paginate
 from portal.services.naming import MAX_APPLICATION, label_errors
 from portal.services.projects import MAX_DESCRIPTION, get_project
@@ -74,7 +76,10 @@ def create_application(actor: User, team_name: str, project_name: str, data: New
         raise ValidationFailed({"name": [f"Project {project.name} already has an application named {name}."]}) from None
     audit.record(actor, "application.created", "application", f"{team_name}/{project.name}/{name}", app.id,
                  project.team_id, template=data.template)
+    # The application and its first run commit together: no application without its provisioning.
+    run = new_run(app, RunKind.CREATE, actor)
     db.session.commit()
+    enqueue_run(run.id)
     return app
 
 
@@ -119,9 +124,6 @@ def get_application(actor: User, team_name: str, project_name: str, app_name: st
 
 
 def delete_application(actor: User, team_name: str, project_name: str, app_name: str) -> None:
+    """Delete by running the provisioning chain backwards; the row goes when everything outside is gone."""
     app = get_application(actor, team_name, project_name, app_name)
-    require_maintainer(actor, app.team_id, "delete applications")
-    audit.record(actor, "application.deleted", "application", f"{team_name}/{project_name}/{app.name}", app.id,
-                 app.team_id)
-    db.session.delete(app)
-    db.session.commit()
+    request_delete(actor, app)

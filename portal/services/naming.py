@@ -8,7 +8,9 @@ its own message, so that the user knows exactly what to change.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 
 MAX_APPLICATION = 40
 MAX_PROJECT = 30
@@ -33,3 +35,50 @@ def label_errors(value: str, max_length: int) -> list[str]:
     if value[-1] == "-":
         errors.append("Must end with a letter or a digit.")
     return errors
+
+
+@dataclass(frozen=True)
+class ResourceNames:
+    """The deterministic names of everything provisioned for one application.
+
+    Derived from team, project and application only, so that a step can always
+    look for what it would create before creating it.
+    """
+
+    team: str
+    project: str
+    application: str
+
+    @property
+    def slug(self) -> str:
+        return f"{self.project}-{self.application}"
+
+    @property
+    def source_repository(self) -> str:
+        return self.slug
+
+    @property
+    def deployment_repository(self) -> str:
+        return f"{self.slug}-deploy"
+
+    @property
+    def ci_job(self) -> str:
+        return self.slug
+
+    @property
+    def image_repository(self) -> str:
+        return f"{self.team}/{self.slug}"
+
+    def namespace(self, environment: str = "dev") -> str:
+        return dns_label(f"{self.team}-{self.slug}-{environment}")
+
+    def delivery_application(self, environment: str = "dev") -> str:
+        return dns_label(f"{self.team}-{self.slug}-{environment}")
+
+
+def dns_label(value: str, limit: int = 63) -> str:
+    """``value`` if it fits a DNS label, else a prefix of it and a short hash, still unique and stable."""
+    if len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{value[: limit - 9].rstrip('-')}-{digest}"

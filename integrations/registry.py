@@ -1,0 +1,39 @@
+"""Image registry contract: repositories, credentials, tags (Nexus 3, any Registry v2 server)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from integrations.resources import ExternalResource
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """Where images go and how to authenticate; ``secret_ref`` names the stored secret, never its value."""
+
+    server: str
+    username: str
+    secret_ref: str
+
+
+@dataclass(frozen=True)
+class ImageTag:
+    repository: str
+    tag: str
+    digest: str = ""
+
+
+@runtime_checkable
+class ImageRegistry(Protocol):
+    system: str
+
+    def find_repository(self, name: str) -> ExternalResource | None: ...
+
+    def create_repository(self, name: str, owner: str) -> ExternalResource: ...
+
+    def delete_repository(self, name: str) -> None: ...
+
+    def credentials(self, team: str) -> RegistryCredentials: ...
+
+    def list_tags(self, repository: str) -> list[ImageTag]: ...

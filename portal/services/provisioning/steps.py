@@ -1,0 +1,192 @@
+"""The chain of provisioning steps. Each knows how to look for what it would create (by a
+deterministic name), how to create it, and how to remove it.
+
+Steps only talk to providers through the contracts in ``integrations/``; the
+engine decides about retries, adoption and bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from integrations.cluster import NamespaceSpec
+from integrations.delivery import DeliverySpec
+from integrations.resources import ExternalResource
+from integrations.scm import RepositorySpec, WebhookSpec
+from integrations.ci import JobSpec
+from portal.services.naming import ResourceNames
+
+ENVIRONMENT = "dev"
+
+
+@dataclass
+class StepContext:
+    """What a step knows about the application it provisions."""
+
+    owner: str  # the application's uid: the ownership marker on everything we create
+    names: ResourceNames
+    description: str
+    template: str
+    public_url: str
+    providers: Any
+    known: dict[str, ExternalResource] = field(default_factory=dict)  # what earlier steps created
+    log: Callable[[str], None] = print
+
+    def provider(self, kind: str) -> Any:
+        return self.providers.get(kind)
+
+
+class Step:
+    """One link of the chain. ``converge`` steps are re-applied even when found, to repair drift."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    kind: ClassVar[str]  # which provider serves it
+    converge: ClassVar[bool] = False
+    needs: ClassVar[str | None] = None  # an earlier step whose resource this one hangs on
+
+    def find(self, ctx: StepContext) -> ExternalResource | None:
+        raise NotImplementedError
+
+    def create(self, ctx: StepContext) -> ExternalResource:
+        raise NotImplementedError
+
+    def delete(self, ctx: StepContext, resource: ExternalResource) -> None:
+        raise NotImplementedError
+
+
+def _first_commit_files(ctx: StepContext, what: str) -> dict[str, bytes]:
+    # The application templates (scaffolds) fill repositories with their real content; until a
+    # template is rendered here, the first commit says what the repository is for.
+    title = f"{ctx.names.project}/{ctx.names.application}"
+    return {"README.md": f"# {title}\n\n{ctx.description or what}\n\nCreated by the developer portal.\n".encode()}
+
+
+class SourceRepository(Step):
+    name, label, kind = "source_repository", "Source repository", "scm"
+
+    def find(self, ctx):
+        return ctx.provider("scm").find_repository(f"{ctx.names.team}/{ctx.names.source_repository}")
+
+    def create(self, ctx):
+        return ctx.provider("scm").create_repository(RepositorySpec(
+            group=ctx.names.team, name=ctx.names.source_repository, owner=ctx.owner,
+            description=ctx.description or f"Source of {ctx.names.application}",
+            files=_first_commit_files(ctx, "Application source."),
+        ))
+
+    def delete(self, ctx, resource):
+        ctx.provider("scm").delete_repository(resource.external_id)
+
+
+class DeploymentRepository(SourceRepository):
+    name, label = "deployment_repository", "Deployment repository"
+
+    def find(self, ctx):
+        return ctx.provider("scm").find_repository(f"{ctx.names.team}/{ctx.names.deployment_repository}")
+
+    def create(self, ctx):
+        return ctx.provider("scm").create_repository(RepositorySpec(
+            group=ctx.names.team, name=ctx.names.deployment_repository, owner=ctx.owner,
+            description=f"Deployment (GitOps) repository of {ctx.names.application}",
+            files=_first_commit_files(ctx, "Helm chart and values per environment."),
+        ))
+
+
+class SourceWebhook(Step):
+    name, label, kind = "source_webhook", "Push webhook", "scm"
+    needs = "source_repository"
+
+    def _url(self, ctx):
+        return f"{ctx.public_url.rstrip('/')}/hooks/scm"
+
+    def find(self, ctx):
+        return ctx.provider("scm").find_webhook(ctx.known[self.needs].external_id, self._url(ctx))
+
+    def create(self, ctx):
+        import secrets
+
+        return ctx.provider("scm").create_webhook(WebhookSpec(
+            repository_id=ctx.known[self.needs].external_id, url=self._url(ctx),
+            secret=secrets.token_urlsafe(32), owner=ctx.owner,
+        ))
+
+    def delete(self, ctx, resource):
+        ctx.provider("scm").delete_webhook(resource.attributes.get("repository_id", ""), resource.external_id)
+
+
+class CIJob(Step):
+    name, label, kind = "ci_job", "CI job", "ci"
+
+    def find(self, ctx):
+        return ctx.provider("ci").find_job(f"{ctx.names.team}/{ctx.names.ci_job}")
+
+    def create(self, ctx):
+        source = ctx.known.get("source_repository")
+        return ctx.provider("ci").create_job(JobSpec(
+            folder=ctx.names.team, name=ctx.names.ci_job, owner=ctx.owner,
+            repository_url=source.url if source else "",
+        ))
+
+    def delete(self, ctx, resource):
+        ctx.provider("ci").delete_job(resource.external_id)
+
+
+class ImageRepository(Step):
+    name, label, kind = "image_repository", "Image repository", "registry"
+
+    def find(self, ctx):
+        return ctx.provider("registry").find_repository(ctx.names.image_repository)
+
+    def create(self, ctx):
+        return ctx.provider("registry").create_repository(ctx.names.image_repository, ctx.owner)
+
+    def delete(self, ctx, resource):
+        ctx.provider("registry").delete_repository(resource.external_id)
+
+
+class Namespace(Step):
+    name, label, kind = "namespace", "Namespace, quota and access", "cluster"
+    converge = True
+
+    def find(self, ctx):
+        return ctx.provider("cluster").find_namespace(ctx.names.namespace(ENVIRONMENT))
+
+    def create(self, ctx):
+        n = ctx.names
+        return ctx.provider("cluster").ensure_namespace(NamespaceSpec(
+            name=n.namespace(ENVIRONMENT), owner=ctx.owner, team_group=f"team:{n.team}",
+            labels={"portal.dev/team": n.team, "portal.dev/project": n.project,
+                    "portal.dev/application": n.application, "portal.dev/environment": ENVIRONMENT},
+        ))
+
+    def delete(self, ctx, resource):
+        ctx.provider("cluster").delete_namespace(resource.external_id)
+
+
+class DeliveryApplication(Step):
+    name, label, kind = "delivery_application", "Continuous delivery", "delivery"
+    converge = True
+
+    def find(self, ctx):
+        return ctx.provider("delivery").find_application(ctx.names.delivery_application(ENVIRONMENT))
+
+    def create(self, ctx):
+        n = ctx.names
+        deploy = ctx.known.get("deployment_repository")
+        return ctx.provider("delivery").ensure_application(DeliverySpec(
+            name=n.delivery_application(ENVIRONMENT), owner=ctx.owner, project=n.team,
+            repository_url=deploy.url if deploy else "", path="chart", values_file=f"values-{ENVIRONMENT}.yaml",
+            cluster=n.team, namespace=n.namespace(ENVIRONMENT),
+        ))
+
+    def delete(self, ctx, resource):
+        ctx.provider("delivery").delete_application(resource.external_id)
+
+
+CHAIN: tuple[Step, ...] = (
+    SourceRepository(), DeploymentRepository(), SourceWebhook(), CIJob(), ImageRepository(), Namespace(),
+    DeliveryApplication(),
+)
+BY_NAME: dict[str, Step] = {s.name: s for s in CHAIN}
