@@ -9,7 +9,9 @@ from typing import Callable
 
 import pytest
 
-from portal.models import MembershipStatus, Role, Team
+from portal.extensions import db
+from portal.models import MembershipStatus, Orphan, Role, RunKind, RunState, Team
+from portal.services.provisioning.runs import new_run
 from tests.factories import ApplicationFactory, ClusterFactory, MembershipFactory, ProjectFactory, UserFactory, member_of
 
 ROLES = ("anonymous", "other_team", "member", "maintainer", "admin")
@@ -21,6 +23,9 @@ class World:
     pending_membership_id: int
     newcomer: str
     newcomer_id: int
+    failed_run_id: int
+    queued_run_id: int
+    orphan_id: int
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,16 @@ CASES: dict[str, Case] = {
     "apps.check_name": Case("GET", "/t/dev/alpha/apps/check-name?name=fresh", (LOGIN, 404, 200, 200, 200)),
     "apps.show": Case("GET", "/t/dev/alpha/web", (LOGIN, 404, 200, 200, 200)),
     "apps.delete": Case("POST", "/t/dev/alpha/web/delete", (LOGIN, 404, 403, 302, 302)),
+    "provisioning.panel": Case("GET", "/t/dev/alpha/web/provisioning", (LOGIN, 404, 200, 200, 200)),
+    "provisioning.retry": Case("POST", lambda w: f"/t/dev/alpha/web/runs/{w.failed_run_id}/retry",
+                               (LOGIN, 404, 200, 200, 200)),
+    "provisioning.cancel": Case("POST", lambda w: f"/t/dev/alpha/busy/runs/{w.queued_run_id}/cancel",
+                                (LOGIN, 404, 200, 200, 200)),
+    "provisioning.reconcile": Case("POST", "/t/dev/alpha/web/reconcile", (LOGIN, 404, 200, 200, 200)),
+    "provisioning.orphans": Case("GET", "/orphans", (LOGIN, 200, 200, 200, 200)),
+    "provisioning.orphan_retry": Case("POST", lambda w: f"/orphans/{w.orphan_id}/retry", (LOGIN, 404, 403, 409, 409)),
+    "provisioning.orphan_dismiss": Case("POST", lambda w: f"/orphans/{w.orphan_id}/dismiss",
+                                        (LOGIN, 404, 403, 200, 200)),
     "teams.index": Case("GET", "/teams", (LOGIN, 200, 200, 200, 200)),
     "teams.create": Case("POST", "/teams", (LOGIN, 403, 403, 403, 302), {"name": "qa", "display_name": "QA"}),
     "teams.show": Case("GET", "/teams/dev", (LOGIN, 404, 200, 200, 200)),
@@ -84,14 +99,23 @@ def test_every_route_is_in_the_matrix(app):
 @pytest.fixture
 def world(app) -> World:
     alpha = ProjectFactory(name="alpha", description="dev secret")
-    ApplicationFactory(project=alpha, name="web")
+    web = ApplicationFactory(project=alpha, name="web")
+    failed = new_run(web, RunKind.CREATE, None)
+    failed.state = RunState.FAILED
+    queued = new_run(ApplicationFactory(project=alpha, name="busy"), RunKind.CREATE, None)
+    db.session.flush()
+    orphan = Orphan(team_id=alpha.team_id, application_label="dev/alpha/old", step="source_repository",
+                    system="gitlab", kind="repository", external_id="42", name="dev/alpha-old")
+    db.session.add(orphan)
+    db.session.commit()
     ProjectFactory(name="empty")
     omega = ProjectFactory(name="omega", team=Team.by_name("ops"))
     ApplicationFactory(project=omega, name="api")
     pending = MembershipFactory(user=UserFactory(username="waiting"), status=MembershipStatus.PENDING)
     newcomer = UserFactory(username="newcomer")
     ClusterFactory(name="dev-cluster", teams=[Team.by_name("dev")])
-    return World(pending_membership_id=pending.id, newcomer="newcomer", newcomer_id=newcomer.id)
+    return World(pending_membership_id=pending.id, newcomer="newcomer", newcomer_id=newcomer.id,
+                 failed_run_id=failed.id, queued_run_id=queued.id, orphan_id=orphan.id)
 
 
 def _user_for(role: str):

@@ -11,6 +11,7 @@ from portal.forms import show_errors
 from portal.htmx import is_htmx, redirect_to, render, retarget, trigger
 from portal.listing_args import page_arg, text_arg
 from portal.services import access, applications, projects
+from portal.services.provisioning import runs
 from portal.services.stacks import STACKS, is_stack, stack_choices
 
 bp = Blueprint("apps", __name__)
@@ -77,7 +78,7 @@ def check_name(team: str, project: str):
 @login_required
 def show(team: str, project: str, app: str):
     application = applications.get_application(current_user, team, project, app)
-    return render("apps/show.html", app=application,
+    return render("apps/show.html", app=application, view=runs.provisioning_view(current_user, application),
                   can_delete=access.is_maintainer(current_user, application.team_id))
 
 

@@ -65,7 +65,7 @@ def get_team(actor: User, name: str) -> Team:
 def navigation(actor: User) -> list[tuple[str, str]]:
     """(endpoint, label) of the areas this actor may use."""
     links = [("dashboard.index", "Dashboard"), ("projects.index", "Projects"), ("apps.index", "Applications"),
-             ("teams.index", "Teams")]
+             ("teams.index", "Teams"), ("provisioning.orphans", "Orphans")]
     if actor.is_admin:
         links += [("admin.users", "Users"), ("admin.clusters_index", "Clusters"), ("admin.audit_log", "Audit")]
     return links
