@@ -34,32 +34,19 @@ def schedule_run(run_id: int, delay: float) -> None:
     )
 
 
-@in_app_context
-def sweep(reschedule: bool = True) -> list[int]:
-    """Re-enqueue runs whose lease expired (their worker died) or whose job was lost; then sweep again later."""
+def sweep() -> list[int]:
+    """Re-enqueue runs whose lease expired (their worker died) or whose job was lost. Needs an app context."""
     from portal.services.provisioning.engine import sweep_stalled_runs
 
     ids = sweep_stalled_runs()
     for run_id in ids:
         enqueue_run(run_id)
-    if reschedule:
-        start_sweeper()
     return ids
 
 
-def start_sweeper() -> None:
-    """Keep one sweeper chain alive across all workers.
-
-    Whoever takes the Redis key (which lives a little less than the interval)
-    schedules the next sweep; a second chain, started by another worker, fails
-    to take it and ends, so the chains merge into one.
-    """
-    settings = current_app.config["PORTAL"]
-    interval = settings.provisioning_sweep_interval
-    if not settings.rq_async:
-        return
+def sweep_if_due() -> list[int] | None:
+    """Sweep unless another process of any worker swept less than an interval ago."""
+    interval = current_app.config["PORTAL"].provisioning_sweep_interval
     if redis_connection().set(SWEEPER_LOCK, "1", nx=True, px=max(1, int(interval * 900))):
-        get_queue(QueueName.PROVISIONING).enqueue_in(
-            timedelta(seconds=interval), sweep, job_id=f"sweep-{uuid.uuid4().hex[:8]}",
-            job_timeout=settings.job_timeout, failure_ttl=settings.job_failure_ttl,
-        )
+        return sweep()
+    return None

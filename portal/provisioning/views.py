@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, url_for
+from flask import Blueprint, request
 from flask_login import current_user, login_required
 
 from portal.htmx import is_htmx, render
@@ -17,7 +17,7 @@ STOP_POLLING = 286
 
 def _panel(app, status: int = 200):
     view = runs.provisioning_view(current_user, app)
-    if is_htmx() and not view.active and status == 200:
+    if is_htmx() and request.method == "GET" and not view.active and status == 200:
         status = STOP_POLLING
     return render("provisioning/_panel.html", app=app, view=view, status=status)
 
