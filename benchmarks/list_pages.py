@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -29,6 +27,7 @@ from flask_migrate import upgrade
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import joinedload
 
+from benchmarks.report import machine, row
 from portal import create_app
 from portal.extensions import db
 from portal.models import Application, Membership, MembershipStatus, Project, Role, Team, User
@@ -147,12 +146,6 @@ def timed(fn, n: int, warmup: int, check) -> list[float]:
     return times
 
 
-def row(user: str, label: str, times: list[float]) -> str:
-    pct = statistics.quantiles(times, n=100, method="inclusive")
-    cols = (statistics.median(times), pct[94], pct[98], min(times), max(times))
-    return f"{user:<11} {label:<42}" + "".join(f"{c:>8.1f}" for c in cols)
-
-
 def check_page(texts: list[str], htmx: bool):
     def check(resp) -> None:
         body = resp.get_data(as_text=True)
@@ -161,21 +154,6 @@ def check_page(texts: list[str], htmx: bool):
         assert not missing, f"answer lacks {missing}"
         assert ("<html" in body) != htmx, "fragment/page mix-up"
     return check
-
-
-def machine(app) -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
-    with app.app_context():
-        postgres = db.engine.dialect.name == "postgresql"
-        database = f"PostgreSQL {db.session.scalar(text('SHOW server_version'))}" if postgres else \
-            f"SQLite {sqlite3.sqlite_version}"
-    return [f"date:     {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
-            f"machine:  {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu}, {mem_kb / 1024 ** 2:.1f} GiB RAM",
-            f"software: Python {platform.python_version()}, {database}",
-            "load:     {:.2f} {:.2f} {:.2f} (1, 5, 15 min, at start)".format(*os.getloadavg())]
 
 
 def run(args, database_url: str, redis_url: str) -> None:

@@ -1,0 +1,36 @@
+"""What every benchmark prints: the machine it ran on, and rows of medians and percentiles."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import statistics
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import text
+
+from portal.extensions import db
+
+
+def row(user: str, label: str, times: list[float]) -> str:
+    """median, p95, p99, min, max of ``times`` (ms), after a user and a label."""
+    pct = statistics.quantiles(times, n=100, method="inclusive")
+    cols = (statistics.median(times), pct[94], pct[98], min(times), max(times))
+    return f"{user:<11} {label:<42}" + "".join(f"{c:>8.1f}" for c in cols)
+
+
+def machine(app) -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    with app.app_context():
+        postgres = db.engine.dialect.name == "postgresql"
+        database = f"PostgreSQL {db.session.scalar(text('SHOW server_version'))}" if postgres else \
+            f"SQLite {sqlite3.sqlite_version}"
+    return [f"date:     {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+            f"machine:  {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu}, {mem_kb / 1024 ** 2:.1f} GiB RAM",
+            f"software: Python {platform.python_version()}, {database}",
+            "load:     {:.2f} {:.2f} {:.2f} (1, 5, 15 min, at start)".format(*os.getloadavg())]
