@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 
 from flask import Flask
+from rq import Worker
 
 
 @functools.cache
@@ -20,47 +20,38 @@ def worker_app() -> Flask:
 def run_worker(queue_names: list[str], burst: bool = False, name: str | None = None) -> bool:
     """Work on the given queues in the current app context until stopped (or, with burst, until empty)."""
     from flask import current_app
-    from rq import Worker
 
     from jobs import QueueName, get_queue, redis_connection
 
+    settings = current_app.config["PORTAL"]
     queues = [get_queue(QueueName(q)) for q in queue_names]
-    sweeper = None
-    if QueueName.PROVISIONING.value in queue_names:
-        sweeper = Sweeper(current_app._get_current_object())
-        sweeper.start()
-    try:
-        worker = Worker(queues, connection=redis_connection(), name=name)
-        return worker.work(burst=burst, with_scheduler=True)
-    finally:
-        if sweeper is not None:
-            sweeper.stop()
+    interval = max(1, int(settings.provisioning_sweep_interval))
+    worker = PortalWorker(
+        queues, connection=redis_connection(), name=name,
+        # The main loop wakes at least every interval to run maintenance, and so the sweeper.
+        maintenance_interval=int(settings.provisioning_sweep_interval), worker_ttl=15 + interval,
+    )
+    worker.sweeps = QueueName.PROVISIONING.value in queue_names
+    return worker.work(burst=burst, with_scheduler=True)
 
 
-class Sweeper(threading.Thread):
-    """Finds runs whose worker died and re-enqueues them, every interval, in one process at a time.
+class PortalWorker(Worker):
+    """An RQ worker that also sweeps for provisioning runs whose worker died.
 
-    A thread of the worker rather than a scheduled job: RQ's scheduler lock
-    outlives a killed worker by a minute, and resuming must not wait for it.
+    The sweep runs in the worker's main loop, between jobs, not in a thread:
+    RQ forks a work horse per job, and a thread holding a lock (logging, the
+    connection pool) at the moment of a fork leaves the horse deadlocked.
     """
 
-    def __init__(self, app: Flask):
-        super().__init__(name="provisioning-sweeper", daemon=True)
-        self.app = app
-        self.interval = app.config["PORTAL"].provisioning_sweep_interval
-        self._stop_event = threading.Event()
+    sweeps = False
 
-    def run(self) -> None:
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        if not self.sweeps:
+            return
         from jobs.provisioning import sweep_if_due
 
-        while True:
-            try:
-                with self.app.app_context():
-                    sweep_if_due()
-            except Exception:  # the next round retries; a sweeper must not die of one bad round
-                logging.getLogger(__name__).exception("provisioning sweep failed")
-            if self._stop_event.wait(self.interval):
-                return
-
-    def stop(self) -> None:
-        self._stop_event.set()
+        try:
+            sweep_if_due()
+        except Exception:  # the next round retries; one bad round must not stop the worker
+            logging.getLogger(__name__).exception("provisioning sweep failed")
