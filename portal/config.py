@@ -77,7 +77,6 @@ class Settings:
     team_approval: bool = setting(
         False, "Joining a team at sign-up needs a maintainer's approval."
     )
-    default_teams: str = setting("dev,ops", "Teams offered at sign-up when no admin has added more (display only).")
     login_rate_limit: str = setting(
         "5 per minute", "Failed sign-ins allowed per username and client address (Flask-Limiter syntax)."
     )

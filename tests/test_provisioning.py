@@ -311,3 +311,23 @@ def test_concurrent_creates_of_one_name_make_one_application_and_one_run(app, lo
     assert db.session.scalar(select(func.count(Application.id))) == rounds
     assert db.session.scalar(select(func.count(ProvisioningRun.id))) == rounds
     assert world.creations("repository") == 2 * rounds
+
+
+def test_an_unrecorded_thing_that_cannot_be_removed_is_still_reported(login, dev_member, dev_maintainer, shop,
+                                                                       world):
+    world.crash("ci.create_job", when="after")  # the job exists, the portal never recorded it
+    create_application(dev_member, "dev", "shop", NewApplication("cart", "python-web"))
+    application = app_named("cart")
+    uid = application.uid
+    run = latest_run(application.id)
+    run.cancel_requested = True
+    _expire_lease(run)
+    from jobs.provisioning import sweep
+
+    sweep()
+    world.fail("ci.delete_job", "auth", times=None, message="403 Forbidden")
+    login(dev_maintainer).post("/t/dev/shop/cart/delete")
+    assert app_named("cart") is None
+    orphan = db.session.scalar(select(Orphan))
+    assert orphan is not None and orphan.step == "ci_job" and "403 Forbidden" in orphan.error
+    assert_nothing_left(world, uid, {orphan.external_id})

@@ -153,7 +153,7 @@ def execute_run(run_id: int, owner: str | None = None) -> str:
         while True:
             db.session.refresh(run)
             if run.cancel_requested:
-                return _finish(run, RunState.CANCELLED, "Cancelled on request.")
+                return finish_run(run, RunState.CANCELLED, "Cancelled on request.")
             step = next((s for s in run.steps if s.state in (StepState.PENDING, StepState.RUNNING)), None)
             if step is None:
                 return _complete(run)
@@ -267,6 +267,12 @@ def _remove(run: ProvisioningRun, step: ProvisioningStep, definition: Step, ctx:
     if target is None and (not definition.needs or definition.needs in ctx.known):
         found = definition.find(ctx)  # created, but the worker died before recording it
         target = found if found is not None and found.owner == ctx.owner else None
+        if target is not None:
+            # Recorded before removal, so that if removal fails it is reported as an orphan.
+            _record(app, definition, target, adopted=True)
+            db.session.commit()
+            row = db.session.scalar(select(ApplicationResource).where(
+                ApplicationResource.application_id == app.id, ApplicationResource.step == definition.name))
     if target is None:
         step.state = StepState.SKIPPED
         _append_log(step, "nothing to remove")
@@ -326,22 +332,20 @@ def _failed_attempt(run: ProvisioningRun, step: ProvisioningStep, exc: Integrati
             _orphan(run, step, row, message)
         db.session.commit()
         return "next"
-    _finish(run, RunState.FAILED, f"{BY_NAME[step.name].label}: {message}")
+    finish_run(run, RunState.FAILED, f"{BY_NAME[step.name].label}: {message}")
     return "stop"
 
 
 def _complete(run: ProvisioningRun) -> str:
-    if run.kind == RunKind.DELETE:
-        app = db.session.get(Application, run.application_id) if run.application_id else None
-        if app is not None:
+    if run.kind == RunKind.DELETE and run.application_id is not None:
+        app = db.session.get(Application, run.application_id)
+        if app is not None:  # everything outside is gone or reported: the application goes too
             db.session.delete(app)
-        _finish(run, RunState.SUCCEEDED, "")
-    else:
-        _finish(run, RunState.SUCCEEDED, "")
+    finish_run(run, RunState.SUCCEEDED, "")
     return "finished"
 
 
-def _finish(run: ProvisioningRun, state: RunState, error: str) -> str:
+def finish_run(run: ProvisioningRun, state: RunState, error: str) -> str:
     from portal.services.provisioning.runs import after_run, enqueue_run
 
     run.state = state

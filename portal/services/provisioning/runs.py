@@ -110,9 +110,9 @@ def cancel_run(actor: User, app: Application, run_id: int) -> ProvisioningRun:
     audit.record(actor, "provisioning.cancelled", "application", run.application_label, app.id, app.team_id,
                  run=run.id)
     if run.state == RunState.QUEUED and run.lease_owner is None:
-        from portal.services.provisioning.engine import _finish
+        from portal.services.provisioning.engine import finish_run
 
-        _finish(run, RunState.CANCELLED, "Cancelled on request.")
+        finish_run(run, RunState.CANCELLED, "Cancelled on request.")
     db.session.commit()
     return run
 
