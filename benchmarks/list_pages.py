@@ -15,10 +15,8 @@ import argparse
 import os
 import random
 import statistics
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from urllib.parse import quote
 
 from argon2 import PasswordHasher
@@ -27,7 +25,7 @@ from flask_migrate import upgrade
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import joinedload
 
-from benchmarks.report import machine, row
+from benchmarks.report import machine, row, servers
 from portal import create_app
 from portal.extensions import db
 from portal.models import Application, Membership, MembershipStatus, Project, Role, Team, User
@@ -35,7 +33,6 @@ from portal.services.access import visible_team_ids
 from portal.services.applications import list_applications
 from portal.services.listing import Page
 from portal.services.stacks import STACKS
-from testbed.services import PostgresServer, RedisServer
 
 WORDS = ("api billing cart catalog checkout search store storage history ledger mail notify auth gateway "
          "report invoice order stock price media image video upload export import sync queue cache feed "
@@ -214,21 +211,8 @@ def main() -> None:
     parser.add_argument("--query", default="stor", help="substring for the filtered list (default 'stor')")
     parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead of PostgreSQL")
     args = parser.parse_args()
-    servers = []
-    try:
-        redis = RedisServer.start()
-        servers.append(redis)
-        with tempfile.TemporaryDirectory(prefix="portal-bench-") as tmp:
-            if args.sqlite:
-                url = f"sqlite:///{Path(tmp) / 'portal.sqlite3'}"
-            else:
-                postgres = PostgresServer.start()
-                servers.append(postgres)
-                url = postgres.create_database("portal_bench")
-            run(args, url, redis.url)
-    finally:
-        for server in reversed(servers):
-            server.stop()
+    with servers(args.sqlite) as (url, redis_url, tmp):
+        run(args, url, redis_url)
 
 
 if __name__ == "__main__":

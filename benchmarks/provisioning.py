@@ -19,7 +19,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,14 +26,13 @@ from pathlib import Path
 from flask_migrate import upgrade
 from sqlalchemy import func, select
 
-from benchmarks.report import machine
+from benchmarks.report import machine, servers
 from portal import create_app
 from portal.config import env_name
 from portal.extensions import db
 from portal.models import Application, Project, ProvisioningRun, RunState, Team, User
 from portal.services.applications import NewApplication, create_application
 from portal.services.provisioning.steps import CHAIN
-from testbed.services import PostgresServer, RedisServer
 from tests.fakes.providers import FakeCIServer, FakeClusterAccess, FakeDelivery, FakeImageRegistry, FakeSourceControl
 from tests.fakes.world import FakeWorld
 from tests.provisioning_support import EXPECTED_KINDS, FAKE_PROVIDERS
@@ -184,21 +182,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead of PostgreSQL")
     args = parser.parse_args()
-    servers = []
-    try:
-        redis = RedisServer.start()
-        servers.append(redis)
-        with tempfile.TemporaryDirectory(prefix="portal-bench-") as tmp:
-            if args.sqlite:
-                url = f"sqlite:///{Path(tmp) / 'portal.sqlite3'}"
-            else:
-                postgres = PostgresServer.start()
-                servers.append(postgres)
-                url = postgres.create_database("portal_bench")
-            run(args, url, redis.url, Path(tmp))
-    finally:
-        for server in reversed(servers):
-            server.stop()
+    with servers(args.sqlite) as (url, redis_url, tmp):
+        run(args, url, redis_url, tmp)
 
 
 if __name__ == "__main__":

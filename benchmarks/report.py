@@ -6,6 +6,8 @@ import os
 import platform
 import sqlite3
 import statistics
+import tempfile
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -34,3 +36,25 @@ def machine(app) -> list[str]:
             f"machine:  {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu}, {mem_kb / 1024 ** 2:.1f} GiB RAM",
             f"software: Python {platform.python_version()}, {database}",
             "load:     {:.2f} {:.2f} {:.2f} (1, 5, 15 min, at start)".format(*os.getloadavg())]
+
+
+@contextmanager
+def servers(sqlite: bool):
+    """Throwaway Redis and PostgreSQL (or a SQLite file): yields (database URL, Redis URL, a scratch folder)."""
+    from testbed.services import PostgresServer, RedisServer
+
+    started = []
+    try:
+        redis = RedisServer.start()
+        started.append(redis)
+        with tempfile.TemporaryDirectory(prefix="portal-bench-") as tmp:
+            if sqlite:
+                url = f"sqlite:///{Path(tmp) / 'portal.sqlite3'}"
+            else:
+                postgres = PostgresServer.start()
+                started.append(postgres)
+                url = postgres.create_database("portal_bench")
+            yield url, redis.url, Path(tmp)
+    finally:
+        for server in reversed(started):
+            server.stop()

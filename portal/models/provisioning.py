@@ -49,7 +49,30 @@ class StepState(str, enum.Enum):
     COMPENSATED = "compensated"  # removed again by a delete run
 
 
-class ProvisioningRun(db.Model):
+class Timed:
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+
+
+class ExternalThing:
+    """Which thing, in which outside system, a step made."""
+
+    step: Mapped[str] = mapped_column(String(40))
+    system: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(40))
+    external_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(String(500), default="")
+    attributes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+
+class ProvisioningRun(Timed, db.Model):
     __tablename__ = "provisioning_runs"
     __table_args__ = (
         # At most one active run per application, whatever the number of web processes and workers.
@@ -78,21 +101,13 @@ class ProvisioningRun(db.Model):
     # re-enqueues queued runs long past it, in case their job was lost with Redis.
     wake_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     steps: Mapped[list["ProvisioningStep"]] = relationship(
         back_populates="run", order_by="ProvisioningStep.position", cascade="all, delete-orphan"
     )
 
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
 
-
-class ProvisioningStep(db.Model):
+class ProvisioningStep(Timed, db.Model):
     __tablename__ = "provisioning_steps"
     __table_args__ = (UniqueConstraint("run_id", "position"),)
 
@@ -108,19 +123,11 @@ class ProvisioningStep(db.Model):
     refs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     log: Mapped[list[str]] = mapped_column(JSON, default=list)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     run: Mapped[ProvisioningRun] = relationship(back_populates="steps")
 
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
 
-
-class ApplicationResource(db.Model):
+class ApplicationResource(ExternalThing, db.Model):
     """What exists in an outside system for an application: the delete run's list of things to remove."""
 
     __tablename__ = "application_resources"
@@ -128,18 +135,11 @@ class ApplicationResource(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"), index=True)
-    step: Mapped[str] = mapped_column(String(40))
-    system: Mapped[str] = mapped_column(String(40))
-    kind: Mapped[str] = mapped_column(String(40))
-    external_id: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(255))
-    url: Mapped[str] = mapped_column(String(500), default="")
-    attributes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     adopted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Orphan(db.Model):
+class Orphan(ExternalThing, db.Model):
     """Something a delete run could not remove: reported, never forgotten, until removed or dismissed."""
 
     __tablename__ = "orphans"
@@ -148,13 +148,6 @@ class Orphan(db.Model):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("provisioning_runs.id", ondelete="SET NULL"))
     application_label: Mapped[str] = mapped_column(String(120))
-    step: Mapped[str] = mapped_column(String(40))
-    system: Mapped[str] = mapped_column(String(40))
-    kind: Mapped[str] = mapped_column(String(40))
-    external_id: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(255))
-    url: Mapped[str] = mapped_column(String(500), default="")
-    attributes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
