@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup setup-test bench clean
+.PHONY: run test setup setup-test testbed-binaries bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ setup-test: $(BIN)/.installed
 run: setup
 	$(BIN)/python -m testbed.demo
 
-## Run the whole test suite against real Redis, PostgreSQL and Chromium, started by the harness.
-test: setup-test
+## The testbed's Kubernetes binaries, built once per machine from the Go module proxy (minutes when cold).
+testbed-binaries: $(BIN)/.installed
+	$(BIN)/python -m testbed.binaries build etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+
+## Run the whole test suite against real Redis, PostgreSQL, Kubernetes API servers and Chromium, started by the harness.
+test: setup-test testbed-binaries
 	$(BIN)/pytest
 
 bench: setup-test

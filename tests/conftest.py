@@ -170,3 +170,37 @@ def app_async(app):
 def db_url_for_worker(app) -> str:
     """The test database's URL, for processes started by the test."""
     return app.config["SQLALCHEMY_DATABASE_URI"]
+
+
+@pytest.fixture(scope="session")
+def control_plane(session_tmp):
+    """One real control plane (etcd, API server, controller manager, scheduler, KWOK nodes) per test session."""
+    from testbed.cluster import Cluster
+
+    cluster = Cluster("test", session_tmp / "cluster", nodes=3).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_api(control_plane):
+    from kubernetes import config
+
+    client = config.new_client_from_config(str(control_plane.kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(kube_api, request):
+    """A fresh namespace per test, deleted afterwards."""
+    import re
+    import uuid
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:5]
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
