@@ -23,7 +23,7 @@ run: setup
 
 ## The testbed's Kubernetes binaries, built once per machine from the Go module proxy (minutes when cold).
 testbed-binaries: $(BIN)/.installed
-	$(BIN)/python -m testbed.binaries build etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+	$(BIN)/python -m testbed.binaries build etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm
 
 ## Run the whole test suite against real Redis, PostgreSQL, Kubernetes API servers and Chromium, started by the harness.
 test: setup-test testbed-binaries
