@@ -287,16 +287,14 @@ def _remove(run: ProvisioningRun, step: ProvisioningStep, definition: Step, ctx:
     step.state = StepState.COMPENSATED
 
 
-def _orphan(run: ProvisioningRun, step: ProvisioningStep, row: ApplicationResource | None, error: str,
-            target: ExternalResource | None = None) -> None:
-    src = row or target
+def _orphan(run: ProvisioningRun, step: ProvisioningStep, row: ApplicationResource, error: str) -> None:
+    """Report a recorded resource that could not be removed; it leaves the application's list."""
     db.session.add(Orphan(
         team_id=run.team_id, run_id=run.id, application_label=run.application_label, step=step.name,
-        system=src.system, kind=src.kind, external_id=src.external_id, name=src.name, url=src.url or "",
-        attributes=dict(src.attributes or {}), error=error,
+        system=row.system, kind=row.kind, external_id=row.external_id, name=row.name, url=row.url or "",
+        attributes=dict(row.attributes or {}), error=error,
     ))
-    if row is not None:
-        db.session.delete(row)
+    db.session.delete(row)
 
 
 def _failed_attempt(run: ProvisioningRun, step: ProvisioningStep, exc: IntegrationError, settings,

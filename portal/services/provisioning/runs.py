@@ -85,7 +85,9 @@ def _commit_active(what: str) -> None:
 def retry_run(actor: User, app: Application, run_id: int) -> ProvisioningRun:
     """Resume a failed or cancelled run from its first unfinished step, with a fresh retry budget."""
     run = _run_of(actor, app, run_id)
-    if not provisioning_view(actor, app).can_retry or latest_run(app.id).id != run.id:
+    latest = latest_run(app.id)
+    if latest is None or latest.id != run.id or run.state not in (RunState.FAILED, RunState.CANCELLED) \
+            or app.state == "deleting":
         raise Conflict("Only the latest run, once failed or cancelled, can be retried.")
     for step in run.steps:
         if step.state in (StepState.FAILED, StepState.PENDING, StepState.RUNNING):
