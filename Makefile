@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup setup-test testbed-binaries bench clean
+.PHONY: run test setup setup-test testbed-binaries testbed-up testbed-down bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ testbed-binaries: $(BIN)/.installed
 ## Run the whole test suite against real Redis, PostgreSQL, Kubernetes API servers and Chromium, started by the harness.
 test: setup-test testbed-binaries
 	$(BIN)/pytest
+
+## Named control planes (central, dev, ops) and the registry, left running; KUBECONFIGs under .cache/testbed/state.
+testbed-up: setup-test testbed-binaries
+	$(BIN)/python -m testbed up
+
+testbed-down: $(BIN)/.installed
+	$(BIN)/python -m testbed down
 
 bench: setup-test
 	$(BIN)/python -m benchmarks.list_pages

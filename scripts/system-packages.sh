@@ -5,7 +5,7 @@
 set -eu
 want="redis-server:redis-server"
 if [ "${1:-run}" = "test" ]; then
-  want="$want postgresql:initdb-or-pg chromium:chromium chromium-driver:chromedriver"
+  want="$want postgresql:initdb-or-pg chromium:chromium chromium-driver:chromedriver docker-registry:docker-registry"
 fi
 missing=""
 for pair in $want; do
