@@ -241,21 +241,28 @@ def _provide(step: ProvisioningStep, definition: Step, ctx: StepContext, app: Ap
     step.state = StepState.SUCCEEDED
 
 
-def _record(app: Application, definition: Step, resource: ExternalResource, adopted: bool) -> None:
-    row = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == definition.name))
+def _resource_row(app_id: int | None, step_name: str) -> ApplicationResource | None:
+    """What the application has on record for this step, if anything."""
+    if app_id is None:
+        return None
+    return db.session.scalar(select(ApplicationResource).where(
+        ApplicationResource.application_id == app_id, ApplicationResource.step == step_name))
+
+
+def _record(app: Application, definition: Step, resource: ExternalResource, adopted: bool) -> ApplicationResource:
+    row = _resource_row(app.id, definition.name)
     if row is None:
         row = ApplicationResource(application_id=app.id, step=definition.name, adopted=adopted)
         db.session.add(row)
     row.system, row.kind, row.external_id = resource.system, resource.kind, resource.external_id
     row.name, row.url, row.attributes = resource.name, resource.url, dict(resource.attributes)
+    return row
 
 
 def _remove(run: ProvisioningRun, step: ProvisioningStep, definition: Step, ctx: StepContext,
             app: Application) -> None:
     """Remove what the step created: the recorded resource, or one found by name that is ours."""
-    row = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == definition.name))
+    row = _resource_row(app.id, definition.name)
     provider = ctx.provider(definition.kind)
     if provider is None:
         if row is not None:
@@ -269,10 +276,8 @@ def _remove(run: ProvisioningRun, step: ProvisioningStep, definition: Step, ctx:
         target = found if found is not None and found.owner == ctx.owner else None
         if target is not None:
             # Recorded before removal, so that if removal fails it is reported as an orphan.
-            _record(app, definition, target, adopted=True)
+            row = _record(app, definition, target, adopted=True)
             db.session.commit()
-            row = db.session.scalar(select(ApplicationResource).where(
-                ApplicationResource.application_id == app.id, ApplicationResource.step == definition.name))
     if target is None:
         step.state = StepState.SKIPPED
         _append_log(step, "nothing to remove")
@@ -322,10 +327,7 @@ def _failed_attempt(run: ProvisioningRun, step: ProvisioningStep, exc: Integrati
     _append_log(step, f"failed: {message}")
     if run.kind == RunKind.DELETE:
         # A delete never stops half-way: what cannot be removed is reported as an orphan.
-        row = None
-        if run.application_id is not None:
-            row = db.session.scalar(select(ApplicationResource).where(
-                ApplicationResource.application_id == run.application_id, ApplicationResource.step == step.name))
+        row = _resource_row(run.application_id, step.name)
         if row is not None:
             _orphan(run, step, row, message)
         db.session.commit()
