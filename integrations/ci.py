@@ -18,6 +18,8 @@ class JobSpec:
     repository_url: str
     owner: str
     credentials_id: str = ""
+    branch: str = "main"
+    script_path: str = "Jenkinsfile"
     parameters: tuple[str, ...] = ("COMMIT", "IMAGE_TAG")
 
     @property

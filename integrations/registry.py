@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from integrations.resources import ExternalResource
@@ -15,6 +15,19 @@ class RegistryCredentials:
     server: str
     username: str
     secret_ref: str
+
+
+@dataclass(frozen=True)
+class RobotAccount:
+    """A team's machine account for CI pushes and cluster pulls.
+
+    ``password`` is returned only by ``ensure_robot``, for the portal to keep
+    encrypted; it is never logged or shown back.
+    """
+
+    server: str
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -37,3 +50,7 @@ class ImageRegistry(Protocol):
     def credentials(self, team: str) -> RegistryCredentials: ...
 
     def list_tags(self, repository: str) -> list[ImageTag]: ...
+
+    def ensure_robot(self, team: str, owner: str) -> RobotAccount:
+        """Create (or adopt and reset the password of) the team's push/pull account; idempotent."""
+        ...

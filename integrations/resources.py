@@ -21,3 +21,6 @@ class ExternalResource:
     url: str = ""
     owner: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    # Things the system could not do that do not stop the step (a member with no account there, say);
+    # the engine shows them on the step.
+    warnings: tuple[str, ...] = ()

@@ -9,6 +9,14 @@ from integrations.resources import ExternalResource
 
 
 @dataclass(frozen=True)
+class Member:
+    """A portal user who should have access: ``role`` is ``maintainer`` or ``developer``."""
+
+    username: str
+    role: str = "developer"
+
+
+@dataclass(frozen=True)
 class RepositorySpec:
     """A repository to create: ``path`` is ``<group>/<name>``, unique in the system."""
 
@@ -19,6 +27,7 @@ class RepositorySpec:
     default_branch: str = "main"
     files: dict[str, bytes] = field(default_factory=dict)
     commit_message: str = "Initial commit"
+    members: tuple[Member, ...] = ()
 
     @property
     def path(self) -> str:

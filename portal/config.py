@@ -87,6 +87,25 @@ class Settings:
     session_cookie_secure: bool = setting(False, "Send the session cookie over HTTPS only.")
     strict_templates: bool = setting(False, "Fail on undefined template variables (on in development and tests).")
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
+    http_timeout: float = setting(10.0, "Seconds to wait for GitLab, Jenkins, Nexus and Argo CD on each request.")
+    http_retries: int = setting(2, "Retries of an idempotent request to an outside system after a connection error or 5xx.")
+    tls_verify: bool = setting(True, "Verify TLS certificates of the outside systems.")
+    ca_bundle: str = setting("", "PEM file of extra CAs trusted for the outside systems (empty: the system's).")
+    gitlab_url: str = setting("", "GitLab base URL, e.g. https://gitlab.example.com (PORTAL_SCM=gitlab).")
+    gitlab_token: str = setting("", "GitLab token with the api scope (a group or personal access token).", secret=True)
+    gitlab_parent_group: str = setting("portal", "GitLab group under which each team gets its own subgroup.")
+    jenkins_url: str = setting("", "Jenkins base URL (PORTAL_CI=jenkins).")
+    jenkins_user: str = setting("", "Jenkins user the portal acts as.")
+    jenkins_token: str = setting("", "That user's Jenkins API token.", secret=True)
+    jenkins_credentials_id: str = setting(
+        "gitlab-checkout", "Jenkins credentials id used by pipeline jobs to check out source repositories.",
+    )
+    nexus_url: str = setting("", "Nexus 3 base URL (PORTAL_REGISTRY=nexus).")
+    nexus_user: str = setting("", "Nexus user with rights to manage repositories, roles and users.")
+    nexus_password: str = setting("", "That Nexus user's password.", secret=True)
+    nexus_docker_url: str = setting(
+        "", "Docker Registry v2 endpoint of the teams' Nexus repositories, e.g. https://registry.example.com.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -18,7 +18,7 @@ from integrations.ci import Build, BuildState, ConsoleChunk, JobSpec
 from integrations.cluster import NamespaceSpec, WorkloadSummary
 from integrations.delivery import DeliveryEvent, DeliverySpec, DeliveryStatus
 from integrations.errors import InvalidRequest
-from integrations.registry import ImageTag, RegistryCredentials
+from integrations.registry import ImageTag, RegistryCredentials, RobotAccount
 from integrations.resources import ExternalResource
 from integrations.scm import Commit, RepositorySpec, WebhookSpec
 from tests.fakes.base import FakeProvider, operation
@@ -240,6 +240,11 @@ class FakeImageRegistry(FakeProvider):
         self._existing("image_repository", repository)
         tags = self.world.redis.hgetall(self.world.key("tags", repository))
         return [ImageTag(repository=repository, tag=t.decode(), digest=d.decode()) for t, d in sorted(tags.items())]
+
+    @operation
+    def ensure_robot(self, team: str, owner: str) -> RobotAccount:
+        seq = self.world.redis.incr(self.world.key("robot", team))
+        return RobotAccount(server=self.server, username=f"{team}-robot", password=f"fake-secret-{team}-{seq}")
 
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
