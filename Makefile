@@ -36,8 +36,10 @@ testbed-up: setup-test testbed-binaries
 testbed-down: $(BIN)/.installed
 	$(BIN)/python -m testbed down
 
-bench: setup-test
+bench: setup-test testbed-binaries
 	$(BIN)/python -m benchmarks.list_pages
+	$(BIN)/python -m benchmarks.provisioning
+	$(BIN)/python -m benchmarks.testbed
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -23,18 +23,22 @@ def row(user: str, label: str, times: list[float]) -> str:
     return f"{user:<11} {label:<42}" + "".join(f"{c:>8.1f}" for c in cols)
 
 
-def machine(app) -> list[str]:
+def machine(app=None) -> list[str]:
+    """Date, CPUs, memory, software and load; the database line needs ``app``."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown")
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                   if line.startswith("MemTotal"))
-    with app.app_context():
-        postgres = db.engine.dialect.name == "postgresql"
-        database = f"PostgreSQL {db.session.scalar(text('SHOW server_version'))}" if postgres else \
-            f"SQLite {sqlite3.sqlite_version}"
+    software = f"Python {platform.python_version()}"
+    if app is not None:
+        with app.app_context():
+            postgres = db.engine.dialect.name == "postgresql"
+            database = f"PostgreSQL {db.session.scalar(text('SHOW server_version'))}" if postgres else \
+                f"SQLite {sqlite3.sqlite_version}"
+        software += f", {database}"
     return [f"date:     {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
             f"machine:  {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu}, {mem_kb / 1024 ** 2:.1f} GiB RAM",
-            f"software: Python {platform.python_version()}, {database}",
+            f"software: {software}",
             "load:     {:.2f} {:.2f} {:.2f} (1, 5, 15 min, at start)".format(*os.getloadavg())]
 
 

@@ -204,3 +204,24 @@ def namespace(kube_api, request):
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def registry_server(session_tmp):
+    """A real OCI registry (the CNCF distribution server) on loopback, for the whole session."""
+    from testbed.registry import RegistryServer
+
+    registry = RegistryServer.start(session_tmp / "registry")
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def image_builder(session_tmp):
+    """buildah and skopeo with their own image store, and a local busybox base image built once."""
+    from testbed.images import ImageBuilder
+
+    builder = ImageBuilder(session_tmp / "images")
+    builder.base_image = builder.busybox_base()
+    yield builder
+    builder.remove_all()
