@@ -46,7 +46,12 @@ def sweep() -> list[int]:
 
 def sweep_if_due() -> list[int] | None:
     """Sweep unless another process of any worker swept less than an interval ago."""
+    return run_if_due(SWEEPER_LOCK, sweep)
+
+
+def run_if_due(lock: str, func):
+    """``func()`` unless any worker ran it less than a sweep interval ago (a Redis key set with NX and a TTL)."""
     interval = current_app.config["PORTAL"].provisioning_sweep_interval
-    if redis_connection().set(SWEEPER_LOCK, "1", nx=True, px=max(1, int(interval * 900))):
-        return sweep()
+    if redis_connection().set(lock, "1", nx=True, px=max(1, int(interval * 900))):
+        return func()
     return None

@@ -32,11 +32,15 @@ def run_worker(queue_names: list[str], burst: bool = False, name: str | None = N
         maintenance_interval=int(settings.provisioning_sweep_interval), worker_ttl=15 + interval,
     )
     worker.sweeps = QueueName.PROVISIONING.value in queue_names
+    worker.sweeps_builds = QueueName.BUILDS.value in queue_names
     return worker.work(burst=burst, with_scheduler=True)
 
 
+BUILD_SWEEPER_LOCK = "portal:builds:sweeper"
+
+
 class PortalWorker(Worker):
-    """An RQ worker that also sweeps for provisioning runs whose worker died.
+    """An RQ worker that also sweeps for provisioning runs and builds whose worker died.
 
     The sweep runs in the worker's main loop, between jobs, not in a thread:
     RQ forks a work horse per job, and a thread holding a lock (logging, the
@@ -44,14 +48,18 @@ class PortalWorker(Worker):
     """
 
     sweeps = False
+    sweeps_builds = False
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
-        if not self.sweeps:
-            return
-        from jobs.provisioning import sweep_if_due
+        from jobs.builds import sweep_builds
+        from jobs.provisioning import run_if_due, sweep_if_due
 
-        try:
-            sweep_if_due()
-        except Exception:  # the next round retries; one bad round must not stop the worker
-            logging.getLogger(__name__).exception("provisioning sweep failed")
+        for wanted, name, sweep in ((self.sweeps, "provisioning", sweep_if_due),
+                                    (self.sweeps_builds, "builds", lambda: run_if_due(BUILD_SWEEPER_LOCK, sweep_builds))):
+            if not wanted:
+                continue
+            try:
+                sweep()
+            except Exception:  # the next round retries; one bad round must not stop the worker
+                logging.getLogger(__name__).exception("%s sweep failed", name)

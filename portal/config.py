@@ -87,6 +87,8 @@ class Settings:
     session_cookie_secure: bool = setting(False, "Send the session cookie over HTTPS only.")
     strict_templates: bool = setting(False, "Fail on undefined template variables (on in development and tests).")
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
+    build_poll_interval: float = setting(2.0, "Seconds between two reads of a running build's state and console.")
+    build_timeout: int = setting(3600, "Longest a build is followed before the portal gives up on it, in seconds.")
     http_timeout: float = setting(10.0, "Seconds to wait for GitLab, Jenkins, Nexus and Argo CD on each request.")
     http_retries: int = setting(2, "Retries of an idempotent request to an outside system after a connection error or 5xx.")
     tls_verify: bool = setting(True, "Verify TLS certificates of the outside systems.")

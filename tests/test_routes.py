@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from portal.extensions import db
-from portal.models import MembershipStatus, Orphan, Role, RunKind, RunState, Team
+from portal.models import Build, BuildState, MembershipStatus, Orphan, Role, RunKind, RunState, Team
 from portal.services.provisioning.runs import new_run
 from tests.factories import ApplicationFactory, ClusterFactory, MembershipFactory, ProjectFactory, UserFactory, member_of
 
@@ -67,6 +67,12 @@ CASES: dict[str, Case] = {
     "provisioning.orphan_retry": Case("POST", lambda w: f"/orphans/{w.orphan_id}/retry", (LOGIN, 404, 403, 409, 409)),
     "provisioning.orphan_dismiss": Case("POST", lambda w: f"/orphans/{w.orphan_id}/dismiss",
                                         (LOGIN, 404, 403, 200, 200)),
+    "builds.timeline": Case("GET", "/t/dev/alpha/web/builds", (LOGIN, 404, 200, 200, 200)),
+    "builds.show": Case("GET", "/t/dev/alpha/web/builds/1", (LOGIN, 404, 200, 200, 200)),
+    "builds.log": Case("GET", "/t/dev/alpha/web/builds/1/log?offset=0", (LOGIN, 404, 200, 200, 200)),
+    "builds.rebuild": Case("POST", "/t/dev/alpha/web/builds/1/rebuild", (LOGIN, 404, 302, 302, 302)),
+    # No session or role counts for webhooks: an empty body is refused for everyone alike.
+    "hooks.gitlab": Case("POST", "/hooks/gitlab", (400, 400, 400, 400, 400)),
     "teams.index": Case("GET", "/teams", (LOGIN, 200, 200, 200, 200)),
     "teams.create": Case("POST", "/teams", (LOGIN, 403, 403, 403, 302), {"name": "qa", "display_name": "QA"}),
     "teams.show": Case("GET", "/teams/dev", (LOGIN, 404, 200, 200, 200)),
@@ -101,6 +107,7 @@ def world(app) -> World:
     alpha = ProjectFactory(name="alpha", description="dev secret")
     web = ApplicationFactory(project=alpha, name="web")
     failed = new_run(web, RunKind.CREATE, None)
+    db.session.add(Build(application_id=web.id, number=1, commit_sha="a" * 40, state=BuildState.FAILED))
     failed.state = RunState.FAILED
     queued = new_run(ApplicationFactory(project=alpha, name="busy"), RunKind.CREATE, None)
     db.session.flush()

@@ -2,6 +2,7 @@
 
 from portal.models.account import Membership, MembershipStatus, Role, Team, User
 from portal.models.audit import AuditEvent
+from portal.models.build import Build, BuildLogChunk, BuildState, HookDelivery
 from portal.models.cluster import Cluster
 from portal.models.project import Application, Project
 from portal.models.provisioning import (
@@ -24,6 +25,10 @@ __all__ = [
     "RunState",
     "StepState",
     "AuditEvent",
+    "Build",
+    "BuildLogChunk",
+    "BuildState",
+    "HookDelivery",
     "Cluster",
     "Membership",
     "MembershipStatus",

@@ -131,7 +131,11 @@ class ApplicationResource(ExternalThing, db.Model):
     """What exists in an outside system for an application: the delete run's list of things to remove."""
 
     __tablename__ = "application_resources"
-    __table_args__ = (UniqueConstraint("application_id", "step"),)
+    __table_args__ = (
+        UniqueConstraint("application_id", "step"),
+        # The webhook finds the application of a repository by the system's id for it.
+        Index("ix_application_resources_system_external_id", "system", "external_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"), index=True)

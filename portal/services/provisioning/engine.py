@@ -27,18 +27,24 @@ from sqlalchemy import or_, select, update
 
 from integrations.errors import IntegrationError, NotFound, RateLimited
 from integrations.resources import ExternalResource
+from integrations.scm import Member
 from portal.extensions import db
 from portal.models import (
     Application,
     ApplicationResource,
+    Membership,
+    MembershipStatus,
     Orphan,
     ProvisioningRun,
     ProvisioningStep,
     RunKind,
+    Role,
     RunState,
     StepState,
+    User,
 )
 from portal.models.base import utcnow
+from portal.services.hooks import webhook_secret
 from portal.services.naming import ResourceNames
 from portal.services.provisioning.steps import BY_NAME, Step, StepContext
 from portal.services.providers import current_providers
@@ -134,7 +140,17 @@ def _context(app: Application, providers: Any, step: ProvisioningStep | None = N
         providers=providers,
         known=known,
         log=(lambda msg: _append_log(step, msg)) if step is not None else (lambda msg: None),
+        members=team_members(app.team_id),
+        webhook_secret=webhook_secret(app.uid),
     )
+
+
+def team_members(team_id: int) -> tuple[Member, ...]:
+    """The team's active members as the Git host should know them: maintainers maintain, members develop."""
+    rows = db.session.execute(select(User.username, Membership.role).join(Membership, Membership.user_id == User.id)
+                              .where(Membership.team_id == team_id, Membership.status == MembershipStatus.ACTIVE)
+                              .order_by(User.username)).all()
+    return tuple(Member(username, "maintainer" if role == Role.MAINTAINER else "developer") for username, role in rows)
 
 
 def execute_run(run_id: int, owner: str | None = None) -> str:
@@ -235,6 +251,8 @@ def _provide(step: ProvisioningStep, definition: Step, ctx: StepContext, app: Ap
     else:
         resource, adopted = definition.create(ctx), False
         _append_log(step, f"{'converged' if found else 'created'} {resource.kind} {resource.name} ({resource.external_id})")
+    for warning in resource.warnings:
+        _append_log(step, f"warning: {warning}")
     _record(app, definition, resource, adopted)
     step.refs = {"system": resource.system, "kind": resource.kind, "id": resource.external_id,
                  "name": resource.name, "url": resource.url, "adopted": adopted}

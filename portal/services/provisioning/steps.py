@@ -13,9 +13,10 @@ from typing import Any, Callable, ClassVar
 from integrations.cluster import NamespaceSpec
 from integrations.delivery import DeliverySpec
 from integrations.resources import ExternalResource
-from integrations.scm import RepositorySpec, WebhookSpec
+from integrations.scm import Member, RepositorySpec, WebhookSpec
 from integrations.ci import JobSpec
 from portal.services.naming import ResourceNames
+from scaffolds import ScaffoldContext, render_deployment, render_source
 
 ENVIRONMENT = "dev"
 
@@ -32,6 +33,8 @@ class StepContext:
     providers: Any
     known: dict[str, ExternalResource] = field(default_factory=dict)  # what earlier steps created
     log: Callable[[str], None] = print
+    members: tuple[Member, ...] = ()  # the team's active members, for repository access
+    webhook_secret: str = ""  # the push webhook's token, derived (hooks.webhook_secret), never stored
 
     def provider(self, kind: str) -> Any:
         return self.providers.get(kind)
@@ -56,11 +59,16 @@ class Step:
         raise NotImplementedError
 
 
-def _first_commit_files(ctx: StepContext, what: str) -> dict[str, bytes]:
-    # The application templates (scaffolds) fill repositories with their real content; until a
-    # template is rendered here, the first commit says what the repository is for.
-    title = f"{ctx.names.project}/{ctx.names.application}"
-    return {"README.md": f"# {title}\n\n{ctx.description or what}\n\nCreated by the developer portal.\n".encode()}
+UNCONFIGURED_REGISTRY = "registry.invalid"  # a reserved name: no registry is configured, images go nowhere
+
+
+def _scaffold(ctx: StepContext) -> ScaffoldContext:
+    """What the templates are rendered with: the application's names and where its images go."""
+    registry = ctx.provider("registry")
+    host = registry.credentials(ctx.names.team).server if registry is not None else UNCONFIGURED_REGISTRY
+    n = ctx.names
+    return ScaffoldContext(team=n.team, project=n.project, application=n.application, description=ctx.description,
+                           registry=host, image=n.image_repository)
 
 
 class SourceRepository(Step):
@@ -73,7 +81,8 @@ class SourceRepository(Step):
         return ctx.provider("scm").create_repository(RepositorySpec(
             group=ctx.names.team, name=ctx.names.source_repository, owner=ctx.owner,
             description=ctx.description or f"Source of {ctx.names.application}",
-            files=_first_commit_files(ctx, "Application source."),
+            files=render_source(ctx.template, _scaffold(ctx)), members=ctx.members,
+            commit_message=f"Start {ctx.names.application} from the {ctx.template} template",
         ))
 
     def delete(self, ctx, resource):
@@ -90,7 +99,8 @@ class DeploymentRepository(SourceRepository):
         return ctx.provider("scm").create_repository(RepositorySpec(
             group=ctx.names.team, name=ctx.names.deployment_repository, owner=ctx.owner,
             description=f"Deployment (GitOps) repository of {ctx.names.application}",
-            files=_first_commit_files(ctx, "Helm chart and values per environment."),
+            files=render_deployment(_scaffold(ctx), ctx.template), members=ctx.members,
+            commit_message=f"Helm chart and values per environment of {ctx.names.application}",
         ))
 
 
@@ -99,17 +109,15 @@ class SourceWebhook(Step):
     needs = "source_repository"
 
     def _url(self, ctx):
-        return f"{ctx.public_url.rstrip('/')}/hooks/scm"
+        return f"{ctx.public_url.rstrip('/')}/hooks/gitlab"
 
     def find(self, ctx):
         return ctx.provider("scm").find_webhook(ctx.known[self.needs].external_id, self._url(ctx))
 
     def create(self, ctx):
-        import secrets
-
         return ctx.provider("scm").create_webhook(WebhookSpec(
             repository_id=ctx.known[self.needs].external_id, url=self._url(ctx),
-            secret=secrets.token_urlsafe(32), owner=ctx.owner,
+            secret=ctx.webhook_secret, owner=ctx.owner,
         ))
 
     def delete(self, ctx, resource):
@@ -126,7 +134,7 @@ class CIJob(Step):
         source = ctx.known.get("source_repository")
         return ctx.provider("ci").create_job(JobSpec(
             folder=ctx.names.team, name=ctx.names.ci_job, owner=ctx.owner,
-            repository_url=source.url if source else "",
+            repository_url=(source.attributes.get("http_url") or source.url) if source else "",
         ))
 
     def delete(self, ctx, resource):
