@@ -16,6 +16,7 @@ COPY portal ./portal
 COPY jobs ./jobs
 COPY integrations ./integrations
 COPY migrations ./migrations
+COPY scaffolds ./scaffolds
 USER portal
 EXPOSE 8000
 # Web by default; the worker runs `flask --app app worker`, the migrations `flask --app app db upgrade`.

@@ -46,6 +46,7 @@ def upgrade():
     sa.Column('ci_number', sa.Integer(), nullable=True),
     sa.Column('ci_url', sa.String(length=500), nullable=False),
     sa.Column('log_size', sa.Integer(), nullable=False),
+    sa.Column('ci_console_offset', sa.Integer(), nullable=False),
     sa.Column('image_repository', sa.String(length=300), nullable=False),
     sa.Column('image_tag', sa.String(length=128), nullable=False),
     sa.Column('image_digest', sa.String(length=100), nullable=False),

@@ -51,7 +51,8 @@ class Build(Timed, db.Model):
     ci_queue_id: Mapped[str] = mapped_column(String(80), default="")
     ci_number: Mapped[int | None] = mapped_column(Integer)
     ci_url: Mapped[str] = mapped_column(String(500), default="")
-    log_size: Mapped[int] = mapped_column(Integer, default=0)  # the console's offset read so far
+    log_size: Mapped[int] = mapped_column(Integer, default=0)  # characters of our log (console and portal notes)
+    ci_console_offset: Mapped[int] = mapped_column(Integer, default=0)  # where the CI server's console is read up to
     # What it produced.
     image_repository: Mapped[str] = mapped_column(String(300), default="")  # host/path
     image_tag: Mapped[str] = mapped_column(String(128), default="")

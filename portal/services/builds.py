@@ -167,8 +167,9 @@ def follow_build(build_id: int) -> str:
 def _read_console(ci, build: Build, path: str, number: int) -> bool:
     """Append what is new in the console; True while the CI server says more will come."""
     while True:
-        chunk = ci.console(path, number, build.log_size)
+        chunk = ci.console(path, number, build.ci_console_offset)
         _append(build, chunk.text)
+        build.ci_console_offset = chunk.next_start
         db.session.commit()
         if not chunk.more or not chunk.text:
             return chunk.more

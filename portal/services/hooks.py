@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from portal.extensions import db
 from portal.models import Application, ApplicationResource, HookDelivery
 from portal.services.builds import PushedCommit, start_build
+from portal.services.providers import current_providers
 
 GITLAB = "gitlab"
 ZERO_SHA = "0" * 40
@@ -94,7 +95,8 @@ def receive_gitlab(headers: Mapping[str, str], body: bytes) -> HookOutcome:
     kind = headers.get("X-Gitlab-Event", "")
     if kind != "Push Hook" or event.get("object_kind", "push") != "push":
         return HookOutcome(200, "ignored", f"Only push events start builds (got {kind or 'no X-Gitlab-Event'}).")
-    app = _find_application(GITLAB, str(event["project_id"]))
+    scm = current_providers().scm
+    app = _find_application(scm.system, str(event["project_id"])) if scm is not None else None
     if app is None:
         return HookOutcome(200, "ignored", "No application of the portal has this repository.")
     token = headers.get("X-Gitlab-Token", "")
