@@ -1,4 +1,4 @@
-"""Flask commands: `flask worker` and the configuration reference."""
+"""Flask commands: `flask worker`, the configuration reference, and rotating the secrets key."""
 
 from __future__ import annotations
 
@@ -29,3 +29,10 @@ def init_app(app: Flask) -> None:
         click.echo("| Variable | Type | Default | Meaning |\n| --- | --- | --- | --- |")
         for row in reference():
             click.echo(f"| `{row['name']}` | {row['type']} | `{row['default']}` | {row['doc']} |")
+
+    @app.cli.command("rotate-secrets")
+    def rotate_secrets_command() -> None:
+        """Re-encrypt every stored secret with the first key of PORTAL_SECRET_KEYS."""
+        from portal.services.secrets import rotate_secrets
+
+        click.echo(f"re-encrypted {rotate_secrets()} secrets with the first configured key")

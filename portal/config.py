@@ -89,6 +89,10 @@ class Settings:
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
     build_poll_interval: float = setting(2.0, "Seconds between two reads of a running build's state and console.")
     build_timeout: int = setting(3600, "Longest a build is followed before the portal gives up on it, in seconds.")
+    secret_keys: str = setting(
+        "", "Fernet keys encrypting stored secrets, comma-separated; the first encrypts (empty: derived from "
+        "the secret key).", secret=True,
+    )
     http_timeout: float = setting(10.0, "Seconds to wait for GitLab, Jenkins, Nexus and Argo CD on each request.")
     http_retries: int = setting(2, "Retries of an idempotent request to an outside system after a connection error or 5xx.")
     tls_verify: bool = setting(True, "Verify TLS certificates of the outside systems.")

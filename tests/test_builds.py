@@ -203,3 +203,19 @@ def test_the_console_is_read_from_an_offset_and_polling_stops_when_over(app, car
     assert c.get("/t/dev/shop/cart/builds/1/log?offset=abc").status_code == 422
     assert c.get("/t/dev/shop/cart/builds/9").status_code == 404
     assert c.get("/t/dev/shop/cart/builds", headers=HTMX).status_code == 286  # nothing running: stop polling
+
+
+def test_the_team_robot_is_made_once_and_its_password_kept_encrypted(app, cart, world, login, dev_member):
+    from portal.models import StoredSecret
+    from portal.services.secrets import read_secret
+
+    [row] = db.session.scalars(select(StoredSecret)).all()
+    assert row.name == "registry-push-dev" and row.username == "dev-robot"
+    assert read_secret("registry-push-dev") == "fake-secret-dev-1"
+    assert b"fake-secret" not in row.ciphertext
+    # A second application of the same team reuses the robot.
+    login(dev_member).post("/t/dev/shop/apps", data={"name": "till", "template": "static-site"})
+    assert db.session.scalar(select(func.count()).select_from(StoredSecret)) == 1
+    assert world.calls("registry.ensure_robot") == 1
+    page = login(dev_member).get("/t/dev/shop/cart").text
+    assert "fake-secret" not in page

@@ -1,4 +1,4 @@
-"""Builds, their logs, and webhook deliveries
+"""Builds, their logs, webhook deliveries, and stored secrets
 
 Revision ID: 0003
 Revises: 0002
@@ -17,6 +17,21 @@ depends_on = None
 
 
 def upgrade():
+    op.create_table('stored_secrets',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=True),
+    sa.Column('username', sa.String(length=200), nullable=False),
+    sa.Column('ciphertext', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_stored_secrets_team_id_teams'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_stored_secrets')),
+    sa.UniqueConstraint('name', name=op.f('uq_stored_secrets_name'))
+    )
+    with op.batch_alter_table('stored_secrets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stored_secrets_team_id'), ['team_id'], unique=False)
+
     
     op.create_table('hook_deliveries',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -78,6 +93,7 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_table('stored_secrets')
     
     op.drop_table('build_log_chunks')
     with op.batch_alter_table('application_resources', schema=None) as batch_op:

@@ -5,6 +5,7 @@ from portal.models.audit import AuditEvent
 from portal.models.build import Build, BuildLogChunk, BuildState, HookDelivery
 from portal.models.cluster import Cluster
 from portal.models.project import Application, Project
+from portal.models.secret import StoredSecret
 from portal.models.provisioning import (
     ApplicationResource,
     Orphan,
@@ -24,6 +25,7 @@ __all__ = [
     "RunKind",
     "RunState",
     "StepState",
+    "StoredSecret",
     "AuditEvent",
     "Build",
     "BuildLogChunk",

@@ -45,6 +45,7 @@ from portal.models import (
 )
 from portal.models.base import utcnow
 from portal.services.hooks import webhook_secret
+from portal.services.secrets import has_secret, store_secret
 from portal.services.naming import ResourceNames
 from portal.services.provisioning.steps import BY_NAME, Step, StepContext
 from portal.services.providers import current_providers
@@ -142,6 +143,8 @@ def _context(app: Application, providers: Any, step: ProvisioningStep | None = N
         log=(lambda msg: _append_log(step, msg)) if step is not None else (lambda msg: None),
         members=team_members(app.team_id),
         webhook_secret=webhook_secret(app.uid),
+        has_secret=has_secret,
+        keep_secret=lambda name, value, username: store_secret(name, value, app.team_id, username),
     )
 
 
@@ -253,6 +256,7 @@ def _provide(step: ProvisioningStep, definition: Step, ctx: StepContext, app: Ap
         _append_log(step, f"{'converged' if found else 'created'} {resource.kind} {resource.name} ({resource.external_id})")
     for warning in resource.warnings:
         _append_log(step, f"warning: {warning}")
+    definition.complete(ctx, resource)
     _record(app, definition, resource, adopted)
     step.refs = {"system": resource.system, "kind": resource.kind, "id": resource.external_id,
                  "name": resource.name, "url": resource.url, "adopted": adopted}

@@ -35,6 +35,9 @@ class StepContext:
     log: Callable[[str], None] = print
     members: tuple[Member, ...] = ()  # the team's active members, for repository access
     webhook_secret: str = ""  # the push webhook's token, derived (hooks.webhook_secret), never stored
+    # The team's secrets store (encrypted at rest): whether a reference exists, and keeping a new value.
+    has_secret: Callable[[str], bool] = lambda name: False
+    keep_secret: Callable[[str, str, str], None] = lambda name, value, username: None
 
     def provider(self, kind: str) -> Any:
         return self.providers.get(kind)
@@ -57,6 +60,9 @@ class Step:
 
     def delete(self, ctx: StepContext, resource: ExternalResource) -> None:
         raise NotImplementedError
+
+    def complete(self, ctx: StepContext, resource: ExternalResource) -> None:
+        """Finish what hangs on the resource, whether just created or found and adopted (idempotent)."""
 
 
 UNCONFIGURED_REGISTRY = "registry.invalid"  # a reserved name: no registry is configured, images go nowhere
@@ -149,6 +155,17 @@ class ImageRepository(Step):
 
     def create(self, ctx):
         return ctx.provider("registry").create_repository(ctx.names.image_repository, ctx.owner)
+
+    def complete(self, ctx, resource):
+        # The team's robot account (CI pushes, cluster pulls) is made once per team; its password is kept
+        # encrypted under the reference the registry names, and never shown.
+        registry = ctx.provider("registry")
+        reference = registry.credentials(ctx.names.team).secret_ref
+        if not ctx.has_secret(reference):
+            robot = registry.ensure_robot(ctx.names.team, ctx.owner)
+            ctx.keep_secret(reference, robot.password, robot.username)
+            ctx.log(f"robot account {robot.username} ready for team {ctx.names.team}; its password is kept as "
+                    f"{reference}")
 
     def delete(self, ctx, resource):
         ctx.provider("registry").delete_repository(resource.external_id)
