@@ -96,7 +96,10 @@ class Settings:
     http_timeout: float = setting(10.0, "Seconds to wait for GitLab, Jenkins, Nexus and Argo CD on each request.")
     http_retries: int = setting(2, "Retries of an idempotent request to an outside system after a connection error or 5xx.")
     tls_verify: bool = setting(True, "Verify TLS certificates of the outside systems.")
-    ca_bundle: str = setting("", "PEM file of extra CAs trusted for the outside systems (empty: the system's).")
+    ca_bundle: str = setting(
+        "", "PEM file of the CAs trusted for the outside systems, instead of the system's (empty: the system's); "
+        "PORTAL_TLS_VERIFY=false wins over it.",
+    )
     gitlab_url: str = setting("", "GitLab base URL, e.g. https://gitlab.example.com (PORTAL_SCM=gitlab).")
     gitlab_token: str = setting("", "GitLab token with the api scope (a group or personal access token).", secret=True)
     gitlab_parent_group: str = setting("portal", "GitLab group under which each team gets its own subgroup.")

@@ -21,6 +21,9 @@ KINDS = ("scm", "ci", "registry", "cluster", "delivery", "logs")
 # Providers the portal ships, by kind and name: factory import paths called with the Settings.
 # The connected (GitLab, Jenkins, Nexus, Argo CD) and built-in providers register here as they arrive.
 KNOWN: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+KNOWN["scm"]["gitlab"] = "integrations.gitlab:GitLabSourceControl.from_settings"
+KNOWN["ci"]["jenkins"] = "integrations.jenkins:JenkinsCIServer.from_settings"
+KNOWN["registry"]["nexus"] = "integrations.nexus:NexusImageRegistry.from_settings"
 
 
 class ProviderConfigError(ValueError):
