@@ -51,6 +51,10 @@ class ImageRegistry(Protocol):
 
     def list_tags(self, repository: str) -> list[ImageTag]: ...
 
+    def image_name(self, repository: str) -> str:
+        """Where images of ``repository`` (``<team>/<app>``) are pushed and pulled: ``host[:port]/path``, no tag."""
+        ...
+
     def ensure_robot(self, team: str, owner: str) -> RobotAccount:
         """Create (or adopt and reset the password of) the team's push/pull account; idempotent."""
         ...

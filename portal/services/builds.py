@@ -200,8 +200,7 @@ def _record_image(build: Build) -> None:
         build.image_repository = names.image_repository
         return
     try:
-        server = registry.credentials(names.team).server
-        build.image_repository = f"{server}/{names.image_repository}"
+        build.image_repository = registry.image_name(names.image_repository)
         tag = next((t for t in registry.list_tags(names.image_repository) if t.tag == build.image_tag), None)
         build.image_digest = tag.digest if tag else ""
     except IntegrationError as exc:

@@ -241,6 +241,9 @@ class FakeImageRegistry(FakeProvider):
         tags = self.world.redis.hgetall(self.world.key("tags", repository))
         return [ImageTag(repository=repository, tag=t.decode(), digest=d.decode()) for t, d in sorted(tags.items())]
 
+    def image_name(self, repository: str) -> str:
+        return f"{self.server}/{repository}"
+
     @operation
     def ensure_robot(self, team: str, owner: str) -> RobotAccount:
         seq = self.world.redis.incr(self.world.key("robot", team))

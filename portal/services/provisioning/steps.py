@@ -71,10 +71,12 @@ UNCONFIGURED_REGISTRY = "registry.invalid"  # a reserved name: no registry is co
 def _scaffold(ctx: StepContext) -> ScaffoldContext:
     """What the templates are rendered with: the application's names and where its images go."""
     registry = ctx.provider("registry")
-    host = registry.credentials(ctx.names.team).server if registry is not None else UNCONFIGURED_REGISTRY
     n = ctx.names
+    image = registry.image_name(n.image_repository) if registry is not None else \
+        f"{UNCONFIGURED_REGISTRY}/{n.image_repository}"
+    host, _, path = image.partition("/")
     return ScaffoldContext(team=n.team, project=n.project, application=n.application, description=ctx.description,
-                           registry=host, image=n.image_repository)
+                           registry=host, image=path)
 
 
 class SourceRepository(Step):
