@@ -89,6 +89,13 @@ class Settings:
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
     build_poll_interval: float = setting(2.0, "Seconds between two reads of a running build's state and console.")
     build_timeout: int = setting(3600, "Longest a build is followed before the portal gives up on it, in seconds.")
+    argocd_kubeconfig: str = setting(
+        "", "Kubeconfig file of the central cluster, where Argo CD runs (empty: the portal's in-cluster service account).",
+    )
+    argocd_namespace: str = setting("argocd", "Namespace of Argo CD in the central cluster.")
+    argocd_url: str = setting("", "Argo CD API URL, for Sync now and Refresh (empty: declarative only).")
+    argocd_token: str = setting("", "Argo CD API token (an account with applications get, sync).", secret=True)
+    environments: str = setting("dev,staging,prod", "The environments of every application, in promotion order.")
     secret_keys: str = setting(
         "", "Fernet keys encrypting stored secrets, comma-separated; the first encrypts (empty: derived from "
         "the secret key).", secret=True,

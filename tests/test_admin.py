@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEvent, Cluster, Membership, MembershipStatus, Role, Team, User
+from portal.services.secrets import read_secret
 from tests.factories import ClusterFactory, MembershipFactory, UserFactory
 from tests.support import HTMX
 
@@ -83,7 +84,7 @@ def test_user_list_filters(login, admin):
 def test_cluster_registration_and_one_central(login, admin):
     c = login(admin)
     resp = c.post("/admin/clusters", data={"name": "central", "api_url": "https://10.0.0.1:6443",
-                                           "credentials_ref": "secret/central", "is_central": "y"})
+                                           "token": "tok-en-central-s3cret", "is_central": "y"})
     assert resp.status_code == 302
     resp = c.post("/admin/clusters", data={"name": "dev-eks", "api_url": "https://10.0.0.2:6443",
                                            "team_names": ["dev"], "is_central": "y"})
@@ -92,7 +93,17 @@ def test_cluster_registration_and_one_central(login, admin):
     assert clusters["dev-eks"].is_central and not clusters["central"].is_central
     assert [t.name for t in clusters["dev-eks"].teams] == ["dev"]
     page = c.get("/admin/clusters").text
-    assert "secret/central" not in page  # the reference is not echoed in the list
+    assert "tok-en-central-s3cret" not in page and "token (stored)" in page
+    edit = c.get("/admin/clusters/central").text
+    assert "tok-en-central-s3cret" not in edit  # write-only: never filled back
+    assert read_secret(clusters["central"].credentials_ref) == "tok-en-central-s3cret"
+    # Saving without a token keeps the stored one; a new one replaces it.
+    c.post("/admin/clusters/central", data={"api_url": "https://10.0.0.1:6443", "is_central": "y"})
+    assert read_secret("cluster-central") == "tok-en-central-s3cret"
+    c.post("/admin/clusters/central", data={"api_url": "https://10.0.0.1:6443", "token": "rotated-t0ken"})
+    assert read_secret("cluster-central") == "rotated-t0ken"
+    events = [e.details for e in db.session.scalars(select(AuditEvent).where(AuditEvent.action.like("cluster.%")))]
+    assert "rotated-t0ken" not in str(events) and "tok-en-central" not in str(events)
 
 
 def test_cluster_bad_input(login, admin):
@@ -103,6 +114,10 @@ def test_cluster_bad_input(login, admin):
         ({"name": "Bad Name", "api_url": "https://x:1"}, "use lowercase"),
         ({"name": "ok", "api_url": "ftp://x"}, "An http(s) URL"),
         ({"name": "ok", "api_url": "https://x:1", "team_names": ["nope"]}, "Unknown team"),
+        ({"name": "ok", "api_url": "https://x:1", "token": "t", "kubeconfig": "clusters: []"}, "not both"),
+        ({"name": "ok", "api_url": "https://x:1", "kubeconfig": "clusters: [unclosed"}, "Not valid YAML"),
+        ({"name": "ok", "api_url": "https://x:1", "kubeconfig": "apiVersion: v1"}, "needs clusters"),
+        ({"name": "ok", "api_url": "https://x:1", "ca_pem": "hello"}, "Not a PEM certificate"),
     ]:
         resp = c.post("/admin/clusters", data=data)
         assert resp.status_code == 422, data

@@ -90,6 +90,7 @@ CASES: dict[str, Case] = {
     "admin.clusters_create": Case("POST", "/admin/clusters", (LOGIN, 403, 403, 403, 302),
                                   {"name": "new-one", "api_url": "https://10.0.0.9:6443", "team_names": "ops"}),
     "admin.cluster_edit": Case("GET", "/admin/clusters/dev-cluster", (LOGIN, 403, 403, 403, 200)),
+    "admin.cluster_check": Case("POST", "/admin/clusters/dev-cluster/check", (LOGIN, 403, 403, 403, 200)),
     "admin.cluster_delete": Case("POST", "/admin/clusters/dev-cluster/delete", (LOGIN, 403, 403, 403, 302)),
     "admin.audit_log": Case("GET", "/admin/audit", (LOGIN, 403, 403, 403, 200)),
 }

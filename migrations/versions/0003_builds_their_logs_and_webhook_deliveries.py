@@ -1,4 +1,4 @@
-"""Builds, their logs, webhook deliveries, and stored secrets
+"""Builds, their logs, webhook deliveries, stored secrets, cluster credentials, team resource defaults
 
 Revision ID: 0003
 Revises: 0002
@@ -17,6 +17,17 @@ depends_on = None
 
 
 def upgrade():
+    # Clusters get their credentials (kept encrypted in stored_secrets), CA and last check; teams their
+    # namespace quota and container defaults. Server defaults fill the rows that exist.
+    with op.batch_alter_table('clusters', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('auth_kind', sa.String(length=20), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('ca_pem', sa.Text(), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('verify_tls', sa.Boolean(), nullable=False, server_default=sa.true()))
+        batch_op.add_column(sa.Column('checked_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('check_result', sa.JSON(), nullable=False, server_default='{}'))
+    with op.batch_alter_table('teams', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('resource_defaults', sa.JSON(), nullable=False, server_default='{}'))
+
     op.create_table('stored_secrets',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=120), nullable=False),
@@ -93,6 +104,11 @@ def upgrade():
 
 
 def downgrade():
+    with op.batch_alter_table('teams', schema=None) as batch_op:
+        batch_op.drop_column('resource_defaults')
+    with op.batch_alter_table('clusters', schema=None) as batch_op:
+        for column in ('check_result', 'checked_at', 'verify_tls', 'ca_pem', 'auth_kind'):
+            batch_op.drop_column(column)
     op.drop_table('stored_secrets')
     
     op.drop_table('build_log_chunks')

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectMultipleField, StringField
+from wtforms import BooleanField, PasswordField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from portal.errors import ValidationFailed
@@ -27,7 +27,11 @@ def admins_only():
 class ClusterForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=40)])
     api_url = StringField("API URL", validators=[DataRequired(), Length(max=255)])
-    credentials_ref = StringField("Credentials reference", validators=[Length(max=255)])
+    ca_pem = TextAreaField("CA certificate (PEM)", validators=[Length(max=20000)])
+    # Write-only: never filled back into the form.
+    token = PasswordField("Bearer token", validators=[Length(max=20000)])
+    kubeconfig = TextAreaField("or a kubeconfig", validators=[Length(max=100000)])
+    verify_tls = BooleanField("Verify the API server's TLS certificate", default=True)
     is_central = BooleanField("Central cluster (runs Argo CD)")
     team_names = SelectMultipleField("Teams deploying here", validate_choice=False)
 
@@ -40,8 +44,9 @@ def _cluster_form(**kwargs) -> ClusterForm:
 
 def _cluster_input(form: ClusterForm, name: str | None = None) -> clusters.ClusterInput:
     return clusters.ClusterInput(
-        name=name or form.name.data, api_url=form.api_url.data, credentials_ref=form.credentials_ref.data or "",
-        is_central=form.is_central.data, team_names=list(form.team_names.data or []),
+        name=name or form.name.data, api_url=form.api_url.data, is_central=form.is_central.data,
+        team_names=list(form.team_names.data or []), ca_pem=form.ca_pem.data or "", token=form.token.data or "",
+        kubeconfig=form.kubeconfig.data or "", verify_tls=form.verify_tls.data,
     )
 
 
@@ -93,6 +98,11 @@ def cluster_edit(name: str):
         else:
             return redirect_to(url_for("admin.clusters_index"))
     return render("admin/cluster_edit.html", cluster=cluster, form=form, status=422)
+
+
+@bp.route("/clusters/<name>/check", methods=["POST"])
+def cluster_check(name: str):
+    return render("admin/_cluster_check.html", cluster=clusters.check_cluster(current_user, name))
 
 
 @bp.route("/clusters/<name>/delete", methods=["POST"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, text
+from sqlalchemy import JSON, Boolean, Column, ForeignKey, Index, String, Table, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -30,8 +30,14 @@ class Cluster(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
     api_url: Mapped[str] = mapped_column(String(255))
-    # Where the credentials live (a secret name, a kubeconfig path), never the credentials.
+    # The name of the stored secret (encrypted) holding the token or kubeconfig, never the credentials.
     credentials_ref: Mapped[str] = mapped_column(String(255), default="")
+    auth_kind: Mapped[str] = mapped_column(String(20), default="")  # token | kubeconfig | "" (none yet)
+    ca_pem: Mapped[str] = mapped_column(Text, default="")  # the API server's CA: public, shown back
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The last connection check: when, the server's version, missing permissions, or the error.
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    check_result: Mapped[dict] = mapped_column(JSON, default=dict)
     is_central: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

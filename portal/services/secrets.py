@@ -61,6 +61,12 @@ def read_secret(name: str) -> str | None:
         raise SecretUnreadable(f"secret {name!r} cannot be decrypted with the configured keys") from None
 
 
+def delete_secret(name: str) -> None:
+    row = db.session.scalar(select(StoredSecret).where(StoredSecret.name == name))
+    if row is not None:
+        db.session.delete(row)
+
+
 def rotate_secrets() -> int:
     """Re-encrypt every stored secret with the first configured key; returns how many."""
     fernet = _fernet()

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from integrations.ci import Build, BuildState, ConsoleChunk, JobSpec
-from integrations.cluster import NamespaceSpec, WorkloadSummary
-from integrations.delivery import DeliveryEvent, DeliverySpec, DeliveryStatus
+from integrations.cluster import ClusterCheck, ClusterTarget, NamespaceSpec, WorkloadSummary
+from integrations.delivery import DeliveryEvent, DeliveryProjectSpec, DeliverySpec, DeliveryStatus
 from integrations.errors import InvalidRequest
 from integrations.registry import ImageTag, RegistryCredentials, RobotAccount
 from integrations.resources import ExternalResource
@@ -261,6 +261,17 @@ class FakeClusterAccess(FakeProvider):
 
     contract, system = "cluster", "fake-cluster"
     base_url = "https://cluster.fake.invalid"
+    cluster = "default"
+
+    def connect(self, target: ClusterTarget) -> "FakeClusterAccess":
+        """The same fake, working on the named cluster (its namespaces say which)."""
+        bound = FakeClusterAccess(self.world)
+        bound.cluster = target.name
+        return bound
+
+    @operation
+    def check(self) -> ClusterCheck:
+        return ClusterCheck(version="v1.37.2-fake", permissions={"create namespaces": True, "bind edit": True})
 
     @operation
     def find_namespace(self, name: str) -> ExternalResource | None:
@@ -270,8 +281,10 @@ class FakeClusterAccess(FakeProvider):
     def ensure_namespace(self, spec: NamespaceSpec) -> ExternalResource:
         return self._create("namespace", spec.name, {
             "name": spec.name, "owner": spec.owner, "url": f"{self.base_url}/api/v1/namespaces/{spec.name}",
-            "labels": dict(spec.labels), "team_group": spec.team_group, "pull_secret_ref": spec.pull_secret_ref,
-            "quota": {"cpu": spec.quota.cpu, "memory": spec.quota.memory, "pods": spec.quota.pods},
+            "labels": dict(spec.labels), "team_group": spec.team_group, "cluster": self.cluster,
+            "pull_secret": spec.pull_secret.name if spec.pull_secret else "",
+            "quota": {"cpu": spec.quota.cpu, "memory": spec.quota.memory, "pods": spec.quota.pods,
+                      "limits_cpu": spec.quota.limits_cpu, "limits_memory": spec.quota.limits_memory},
         }, mode="upsert")
 
     @operation
@@ -329,6 +342,37 @@ class FakeDelivery(FakeProvider):
     base_url = "https://delivery.fake.invalid"
 
     @operation
+    def find_project(self, name: str) -> ExternalResource | None:
+        return self._find("delivery_project", name)
+
+    @operation
+    def ensure_project(self, spec: DeliveryProjectSpec) -> ExternalResource:
+        return self._create("delivery_project", spec.name, {
+            "name": spec.name, "owner": spec.owner, "url": f"{self.base_url}/settings/projects/{spec.name}",
+            "source_repos": list(spec.source_repos),
+            "destinations": [f"{d.server} {d.namespace}" for d in spec.destinations],
+        }, mode="upsert")
+
+    @operation
+    def delete_project(self, name: str) -> None:
+        self._delete("delivery_project", name)
+
+    @operation
+    def find_cluster(self, name: str) -> ExternalResource | None:
+        return self._find("delivery_cluster", name)
+
+    @operation
+    def register_cluster(self, target: ClusterTarget, owner: str) -> ExternalResource:
+        return self._create("delivery_cluster", target.name, {
+            "name": target.name, "owner": owner, "url": f"{self.base_url}/settings/clusters/{target.name}",
+            "server": target.api_url,
+        }, mode="upsert")
+
+    @operation
+    def delete_cluster(self, name: str) -> None:
+        self._delete("delivery_cluster", name)
+
+    @operation
     def find_application(self, name: str) -> ExternalResource | None:
         return self._find("delivery_application", name)
 
@@ -361,6 +405,10 @@ class FakeDelivery(FakeProvider):
     def sync(self, name: str) -> None:
         record = self._existing("delivery_application", name)
         self._deployed(name, record["revision"])
+
+    @operation
+    def refresh(self, name: str) -> None:
+        self._existing("delivery_application", name)
 
     def _deployed(self, name: str, revision: str) -> None:
         at = datetime.now(timezone.utc).isoformat()
