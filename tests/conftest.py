@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from portal import create_app
 from portal.extensions import db
@@ -83,6 +83,7 @@ def reset_database() -> None:
     for table in tables:
         if table.name == "teams":
             db.session.execute(delete(table).where(table.c.name.not_in(SEEDED_TEAMS)))
+            db.session.execute(update(table).values(resource_defaults={}))
         else:
             db.session.execute(delete(table))
     db.session.commit()

@@ -78,6 +78,7 @@ CASES: dict[str, Case] = {
     "teams.show": Case("GET", "/teams/dev", (LOGIN, 404, 200, 200, 200)),
     "teams.add_member": Case("POST", "/teams/dev/members", (LOGIN, 404, 403, 200, 200),
                              lambda w: {"username": w.newcomer, "role": "member"}),
+    "teams.resources": Case("POST", "/teams/dev/resources", (LOGIN, 404, 403, 403, 200), {"cpu": "6"}),
     "teams.approve": Case("POST", lambda w: f"/teams/dev/members/{w.pending_membership_id}/approve",
                           (LOGIN, 404, 403, 200, 200)),
     "teams.set_role": Case("POST", lambda w: f"/teams/dev/members/{w.pending_membership_id}/role",

@@ -12,7 +12,7 @@ from portal.errors import ValidationFailed
 from portal.forms import show_errors
 from portal.htmx import redirect_to, render
 from portal.models import Role
-from portal.services import teams
+from portal.services import team_resources, teams
 
 bp = Blueprint("teams", __name__)
 
@@ -56,7 +56,27 @@ def create():
 def _show(team: str, member_form: MemberForm | None = None, status: int = 200):
     view = teams.team_view(current_user, team)
     return render("teams/show.html", block="members", view=view, member_form=member_form or MemberForm(),
-                  role_form=RoleForm(), status=status)
+                  role_form=RoleForm(), status=status, **_resources_context(view.team))
+
+
+def _resources_context(team, errors: dict | None = None, values: dict | None = None) -> dict:
+    return {"resource_values": values or team_resources.current_values(team), "resource_labels": team_resources.LABELS,
+            "resource_errors": errors or {}, "can_edit_resources": current_user.is_admin}
+
+
+@bp.route("/teams/<team>/resources", methods=["POST"])
+@login_required
+def resources(team: str):
+    """Admins set the quota and container defaults of the team's namespaces."""
+    values = {k: request.form[k] for k in team_resources.LABELS if k in request.form}
+    try:
+        updated = team_resources.set_resource_defaults(current_user, team, values)
+    except ValidationFailed as exc:
+        view = teams.team_view(current_user, team)
+        return render("teams/show.html", block="resources", view=view, status=422, member_form=MemberForm(),
+                      role_form=RoleForm(), **_resources_context(view.team, exc.errors, values))
+    return render("teams/show.html", block="resources", view=teams.team_view(current_user, team),
+                  member_form=MemberForm(), role_form=RoleForm(), **_resources_context(updated), saved=True)
 
 
 @bp.route("/teams/<team>")
