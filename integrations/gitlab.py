@@ -22,17 +22,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar, cast
 
 import gitlab
 import requests
 from gitlab.exceptions import GitlabError, RedirectError
 
-from integrations.errors import (
-    AuthFailed, Conflict, IntegrationError, InvalidRequest, NotFound, RateLimited, Unavailable,
-)
+from integrations import http
+from integrations.errors import Conflict, IntegrationError, InvalidRequest, NotFound, Unavailable
 from integrations.resources import ExternalResource
 from integrations.scm import Commit, Member, RepositorySpec, WebhookSpec
 
@@ -43,7 +40,6 @@ OWNER_PREFIX = "portal-owner-"
 MAINTAINER = 40
 ROLES = {"developer": 30, "maintainer": MAINTAINER}
 HOOK_EVENTS = {"push": "push_events", "tag_push": "tag_push_events", "merge_request": "merge_requests_events"}
-_IDEMPOTENT = frozenset({"get", "head", "put", "delete"})
 T = TypeVar("T")
 
 
@@ -57,25 +53,15 @@ class _Client(gitlab.Gitlab):
         self.session.hooks["response"].append(self._remember)
 
     def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._answers.retry_after = response.headers.get("Retry-After")
+        self._answers.headers = response.headers
 
     def last_retry_after(self) -> float | None:
         """Seconds to wait that the last answer on this thread asked for (Retry-After: seconds or a date)."""
-        value = getattr(self._answers, "retry_after", None)
-        if not value:
-            return None
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            pass
-        try:
-            return max((parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds(), 0.0)
-        except (TypeError, ValueError):
-            return None
+        return http.retry_after(getattr(self._answers, "headers", {}))
 
     def http_request(self, verb: str, path: str, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.update(obey_rate_limit=False, max_retries=self._retries,
-                      retry_transient_errors=self._retries > 0 and verb.lower() in _IDEMPOTENT)
+                      retry_transient_errors=self._retries > 0 and verb.upper() in http.IDEMPOTENT)
         return super().http_request(verb, path, *args, **kwargs)
 
 
@@ -93,10 +79,9 @@ class GitLabSourceControl:
         self._parent = parent_group.strip("/")
         self._timeout = timeout
         self._verify = verify
-        # An explicit "do not verify" wins over a CA bundle; a bundle otherwise replaces the default CAs.
-        ssl_verify: bool | str = (ca_bundle or True) if verify else False
-        self._gl = _Client(self._url, private_token=token, timeout=timeout, ssl_verify=ssl_verify, retries=retries,
-                           keep_base_url=True, user_agent="developer-portal (python-gitlab)")
+        self._gl = _Client(self._url, private_token=token, timeout=timeout, retries=retries,
+                           ssl_verify=http.tls_verify(verify, ca_bundle), keep_base_url=True,
+                           user_agent="developer-portal (python-gitlab)")
 
     @classmethod
     def from_settings(cls, settings: Any) -> "GitLabSourceControl":
@@ -340,20 +325,14 @@ class GitLabSourceControl:
         message = self._scrub(f"{what}: {_message(exc)}")
         if isinstance(exc, RedirectError):
             return InvalidRequest(SYSTEM, message, status)
-        if status in (401, 403):
-            return AuthFailed(SYSTEM, message, status)
-        if status == 404:
-            return NotFound(SYSTEM, message, status)
-        if status == 409 or (status == 400 and "has already been taken" in message):
+        if status is None or status < 400:
+            return Unavailable(SYSTEM, message, status)  # an answer that is not GitLab's JSON
+        if status == 400 and "has already been taken" in message:  # how GitLab refuses a name that is taken
             return Conflict(SYSTEM, message, status)
-        if status == 429:
-            return RateLimited(SYSTEM, message, retry_after=self._gl.last_retry_after(), status=status)
-        if status is not None and 400 <= status < 500:
-            return InvalidRequest(SYSTEM, message, status)
-        return Unavailable(SYSTEM, message, status)  # 5xx, or an answer that is not GitLab's JSON
+        return http.error_for_status(SYSTEM, status, message, self._gl.last_retry_after())
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "[token]") if self._token else text
+        return http.scrub(text, self._token, mask="[token]")
 
 
 def _message(exc: GitlabError) -> str:

@@ -21,20 +21,15 @@ import dataclasses
 import html
 import re
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 import jenkins
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util import Retry
 
+from integrations import http
 from integrations.ci import Build, BuildState, ConsoleChunk, JobSpec
-from integrations.errors import (
-    AuthFailed, Conflict, IntegrationError, InvalidRequest, NotFound, RateLimited, Unavailable,
-)
+from integrations.errors import Conflict, IntegrationError, InvalidRequest, NotFound, Unavailable
 from integrations.resources import ExternalResource
 
 SYSTEM = "jenkins"
@@ -67,13 +62,11 @@ class JenkinsCIServer:
         self.credentials_id = credentials_id
         self.timeout = timeout
         self._token = token
-        self._verify: bool | str = (ca_bundle or True) if verify else False
+        self._verify = http.tls_verify(verify, ca_bundle)
         self._jenkins = jenkins.Jenkins(self.url, user or None, token if user else None, timeout=timeout)
         # python-jenkins has no TLS or retry settings of its own: its session gets ours.
-        self._session = requests.Session()
-        self._session.auth = (user, token) if user else None
-        for session in (self._jenkins._session, self._session):
-            _configure(session, self._verify, retries)
+        http.configure(self._jenkins._session, verify, ca_bundle, retries)
+        self._session = http.session(verify, ca_bundle, retries, auth=(user, token) if user else None)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "JenkinsCIServer":
@@ -252,27 +245,16 @@ class JenkinsCIServer:
         request = next((e.request for e in chain if isinstance(e, requests.RequestException) and e.request), None)
         where = f" ({request.method} {urlsplit(request.url).path})" if request is not None else ""
         if any(isinstance(e, (requests.RequestException, jenkins.TimeoutException)) for e in chain):
-            return Unavailable(SYSTEM, self._scrub(f"no answer from {self.url}: {exc}{where}"))
-        return IntegrationError(SYSTEM, self._scrub(f"{exc}{where}"))
+            return Unavailable(SYSTEM, http.scrub(f"no answer from {self.url}: {exc}{where}", self._token))
+        return IntegrationError(SYSTEM, http.scrub(f"{exc}{where}", self._token))
 
     def _from_response(self, response: requests.Response) -> IntegrationError:
         status, request = response.status_code, response.request
-        message = self._scrub(f"{_jenkins_message(response)} ({request.method} {urlsplit(request.url).path}, "
-                              f"HTTP {status})")
-        if status in (401, 403):
-            return AuthFailed(SYSTEM, message, status)
-        if status == 404:
-            return NotFound(SYSTEM, message, status)
-        if status == 429:
-            return RateLimited(SYSTEM, message, _retry_after(response.headers.get("Retry-After")), status)
-        if status >= 500:
-            return Unavailable(SYSTEM, message, status)
-        if status == 409 or (status == 400 and "already exists" in message.lower()):
+        message = http.scrub(f"{_jenkins_message(response)} ({request.method} {urlsplit(request.url).path}, "
+                             f"HTTP {status})", self._token)
+        if status == 400 and "already exists" in message.lower():  # how Jenkins refuses a name that is taken
             return Conflict(SYSTEM, message, status)
-        return InvalidRequest(SYSTEM, message, status)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+        return http.error_for_status(SYSTEM, status, message, http.retry_after(response.headers))
 
 
 # --- config.xml ----------------------------------------------------------------------------------
@@ -327,16 +309,6 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attributes: st
 
 # --- small pieces ----------------------------------------------------------------------------------
 
-def _configure(session: requests.Session, verify: bool | str, retries: int) -> None:
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0, backoff_factor=0.2,
-                  status_forcelist=(500, 502, 503, 504), allowed_methods=frozenset({"GET", "HEAD"}),
-                  raise_on_status=False, respect_retry_after_header=False)
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.verify = verify
-
-
 def _job_path(path: str) -> str:
     parts = path.split("/")
     if len(parts) != 2 or not all(parts):
@@ -382,20 +354,3 @@ def _jenkins_message(response: requests.Response) -> str:
         title = _TITLE.search(text)
         text = html.unescape(title.group(1) if title else re.sub(r"<[^>]*>", " ", text))
     return " ".join(text.split())[:300] or f"{response.status_code} {response.reason}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

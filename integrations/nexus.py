@@ -42,9 +42,10 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from integrations import http
 from integrations.errors import Conflict, IntegrationError, InvalidRequest, NotFound
 from integrations.registry import ImageTag, RegistryCredentials, RobotAccount
-from integrations.registry_v2 import RegistryV2, check, http_session, transport_error
+from integrations.registry_v2 import RegistryV2, check
 from integrations.resources import ExternalResource
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class NexusImageRegistry:
         self.write_policy = write_policy
         self.docker_routing = docker_routing
         self.http_port = http_port
-        self.session = http_session(requests.auth.HTTPBasicAuth(user, password), verify, ca_bundle, retries)
+        self.session = http.session(verify, ca_bundle, retries, auth=requests.auth.HTTPBasicAuth(user, password))
         self.registry = RegistryV2(self.docker_url, self.session, SYSTEM, (user, password), timeout, page_size)
 
     @classmethod
@@ -268,7 +269,7 @@ class NexusImageRegistry:
         try:
             response = self.session.request(method, f"{self.url}{API}{path}", timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise transport_error(SYSTEM, exc, self.timeout) from exc
+            raise http.transport_error(SYSTEM, exc, self.timeout) from exc
         return check(SYSTEM, response)
 
 

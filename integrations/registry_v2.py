@@ -11,28 +11,21 @@ Authentication: HTTP Basic sent up front, or the token flow when the registry an
 Specifications: https://distribution.github.io/distribution/spec/api/ (listing tags, pagination) and
 https://distribution.github.io/distribution/spec/auth/token/ (the token flow).
 
-What every requests-based adapter needs lives here too, until a second one arrives: the session (TLS,
-retries of idempotent requests) and the translation of HTTP answers and transport failures into
-``integrations.errors``.
+Also here, for the Nexus adapter that shares its session: reading a registry's or Nexus' own message out of
+an error answer, and raising the error it means (``check``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from integrations.errors import (
-    AuthFailed, Conflict, IntegrationError, InvalidRequest, NotFound, RateLimited, Unavailable,
-)
+from integrations import http
+from integrations.errors import AuthFailed, IntegrationError
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -40,27 +33,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-
-
-def http_session(auth: Any, verify: bool, ca_bundle: str, retries: int) -> requests.Session:
-    """A session with ``auth`` (a requests auth or None), TLS as configured, and retries of idempotent requests.
-
-    Connection errors and 5xx answers are retried ``retries`` times with a short backoff. POST is never
-    retried: it may have created something before the answer was lost. 429 is not retried either, nor is a
-    Retry-After slept through here: ``RateLimited.retry_after`` lets the caller schedule the next attempt.
-    """
-    session = requests.Session()
-    session.auth = auth
-    session.verify = ca_bundle or verify
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0,
-                  allowed_methods=IDEMPOTENT, status_forcelist=(500, 502, 503, 504), backoff_factor=0.2,
-                  respect_retry_after_header=False, raise_on_status=False)
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def response_message(response: requests.Response) -> str:
@@ -80,40 +53,12 @@ def response_message(response: requests.Response) -> str:
     return str(body)[:300]
 
 
-def retry_after(response: requests.Response) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None when it says nothing."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 def error_for(system: str, response: requests.Response) -> IntegrationError:
     """The error a failed answer means, with the server's own message and where it came from."""
     status = response.status_code
     where = f"{response.request.method} {urlsplit(response.url).path}" if response.request else response.url
     message = f"{response_message(response) or f'HTTP {status}'} ({where}: {status})"
-    if status in (401, 403):
-        return AuthFailed(system, message, status)
-    if status == 404:
-        return NotFound(system, message, status)
-    if status == 409:
-        return Conflict(system, message, status)
-    if status in (400, 422):
-        return InvalidRequest(system, message, status)
-    if status == 429:
-        return RateLimited(system, message, retry_after(response))
-    if status >= 500:
-        return Unavailable(system, message, status)
-    return IntegrationError(system, message, status)
+    return http.error_for_status(system, status, message, http.retry_after(response.headers))
 
 
 def check(system: str, response: requests.Response) -> requests.Response:
@@ -123,19 +68,6 @@ def check(system: str, response: requests.Response) -> requests.Response:
     except requests.HTTPError as exc:
         raise error_for(system, response) from exc
     return response
-
-
-def transport_error(system: str, exc: requests.RequestException, timeout: float) -> IntegrationError:
-    """What a request that got no answer means: timeouts and refused connections are worth retrying later."""
-    # Once urllib3's retries are spent, a read timeout arrives as a ConnectionError wrapping it.
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.Timeout) or isinstance(reason, urllib3.exceptions.ReadTimeoutError):
-        return Unavailable(system, f"no answer within {timeout:g}s")
-    if isinstance(exc, requests.exceptions.SSLError):
-        return IntegrationError(system, "TLS handshake failed: check tls_verify and ca_bundle")
-    if isinstance(exc, requests.ConnectionError):
-        return Unavailable(system, f"cannot connect ({type(exc).__name__})")
-    return IntegrationError(system, f"request failed ({type(exc).__name__})")
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -209,7 +141,7 @@ class RegistryV2:
         try:
             return self.session.request(method, url, auth=self._auth, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise transport_error(self.system, exc, self.timeout) from exc
+            raise http.transport_error(self.system, exc, self.timeout) from exc
 
     def _token(self, challenge: dict[str, str]) -> str:
         params: dict[str, Any] = {"service": challenge.get("service", "")}
@@ -218,7 +150,7 @@ class RegistryV2:
         try:
             response = self.session.get(challenge["realm"], params=params, auth=self._basic, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise transport_error(self.system, exc, self.timeout) from exc
+            raise http.transport_error(self.system, exc, self.timeout) from exc
         body = check(self.system, response).json()
         token = body.get("token") or body.get("access_token")
         if not token:

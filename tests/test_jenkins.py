@@ -2,12 +2,12 @@
 
 Set PORTAL_TEST_JENKINS_URL, PORTAL_TEST_JENKINS_USER and PORTAL_TEST_JENKINS_TOKEN (an API token of
 a user who may read, create, configure, delete and build jobs, on a Jenkins with the cloudbees-folder,
-workflow-job, workflow-cps and git plugins) to run the first part against that Jenkins. Each test
-works in a folder of its own, deleted afterwards. There the builds fail at checkout (their
-repository does not exist), so the shared tests wait for any end.
+workflow-job, workflow-cps and git plugins) to run them against that Jenkins. Each test works in a
+folder of its own, deleted afterwards. There the builds fail at checkout (their repository does not
+exist), so the shared tests wait for any end.
 
-The second part drives simulated builds and injects faults, which only the fake can do: those
-tests start a fake of their own whatever the environment says.
+Simulated builds (test_jenkins_builds.py) and injected faults (test_jenkins_faults.py) need the fake:
+those tests start a fake of their own whatever the environment says.
 """
 
 from __future__ import annotations
@@ -15,35 +15,31 @@ from __future__ import annotations
 import inspect
 import os
 import re
-import socket
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from email.utils import format_datetime
 from typing import Any, Callable
 from urllib.parse import quote
 
 import pytest
 import requests
 
-from integrations.ci import Build, BuildState, CIServer, ConsoleChunk, JobSpec
-from integrations.errors import (
-    AuthFailed, Conflict, IntegrationError, InvalidRequest, NotFound, RateLimited, Unavailable,
-)
+from integrations.ci import Build, BuildState, CIServer, ConsoleChunk
+from integrations.errors import AuthFailed, Conflict, InvalidRequest, NotFound
 from integrations.jenkins import FOLDER_CLASS, JenkinsCIServer, job_config
 from portal.config import Settings
+from tests import jenkins_support
 from tests.fakes.jenkins_server import FakeJenkins
+from tests.jenkins_support import OWNER, PARAMETERS, REPOSITORY, TOKEN, USER, spec
 
 ENV = ("PORTAL_TEST_JENKINS_URL", "PORTAL_TEST_JENKINS_USER", "PORTAL_TEST_JENKINS_TOKEN")
 REAL = all(os.environ.get(name) for name in ENV)
-USER, TOKEN = "portal", "fake-api-token-5f2c9e"
-OWNER = "app-7f3a"
-REPOSITORY = "https://gitlab.example.com/dev/shop-api.git"
-PARAMETERS = {"COMMIT": "0f3c2a1", "IMAGE_TAG": "1.4.0"}
 ENDED = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.ABORTED)
 XML = {"Content-Type": "application/xml"}
+
+# The fixtures shared with the fake-only tests: pytest finds them by these names.
+connect, fake = jenkins_support.connect, jenkins_support.fake
 
 
 @dataclass
@@ -78,30 +74,13 @@ class Raw:
 
 
 @pytest.fixture
-def target():
+def target(request):
     if not REAL and any(os.environ.get(name) for name in ENV):
         pytest.fail(f"set all of {', '.join(ENV)} to test a real Jenkins, or none of them to test the fake")
     if REAL:
-        yield Target(*(os.environ[name] for name in ENV))
-        return
-    with FakeJenkins(user=USER, token=TOKEN) as server:
-        yield Target(server.url, USER, TOKEN, server)
-
-
-@pytest.fixture
-def connect():
-    """``connect(url, user, token, **settings)``: an adapter, closed after the test."""
-    made: list[JenkinsCIServer] = []
-
-    def make(url: str, user: str, token: str, **overrides: Any) -> JenkinsCIServer:
-        options = dict(credentials_id="gitlab-checkout", timeout=30.0, retries=2, verify=True, ca_bundle="")
-        adapter = JenkinsCIServer(url, user, token, **{**options, **overrides})
-        made.append(adapter)
-        return adapter
-
-    yield make
-    for adapter in made:
-        adapter.close()
+        return Target(*(os.environ[name] for name in ENV))
+    server = request.getfixturevalue("fake")
+    return Target(server.url, USER, TOKEN, server)
 
 
 @pytest.fixture
@@ -122,10 +101,6 @@ def folder(raw):
     name = f"portal-test-{uuid.uuid4().hex[:8]}"
     yield name
     raw.post(f"job/{name}/doDelete")
-
-
-def spec(folder: str, name: str = "shop-api", **changes: Any) -> JobSpec:
-    return JobSpec(**{"folder": folder, "name": name, "repository_url": REPOSITORY, "owner": OWNER, **changes})
 
 
 def config_xml(raw: Raw, path: str) -> requests.Response:
@@ -320,226 +295,3 @@ def test_wrong_credentials_are_auth_failed_and_the_token_is_never_shown(target, 
     assert info.value.status == 401 and "401" in info.value.message
     for exc in (info.value, info.value.__cause__):
         assert wrong not in str(exc) and wrong not in repr(exc.args)
-
-
-# --- fake only: simulated builds ------------------------------------------------------------------
-
-@pytest.fixture
-def fake():
-    with FakeJenkins(user=USER, token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def fake_ci(fake, connect):
-    """An adapter on the fake that does not retry, so that each injected fault shows."""
-    adapter = connect(fake.url, USER, TOKEN, retries=0, timeout=5.0)
-    adapter.create_job(spec("dev"))
-    return adapter
-
-
-JOB = "dev/shop-api"
-
-
-def test_the_console_is_read_in_chunks_with_byte_offsets_while_the_build_runs(fake, fake_ci):
-    queued = fake_ci.trigger_build(JOB, PARAMETERS)
-    assert fake_ci.get_build(queued).state is BuildState.QUEUED
-    number = fake.start_build(queued.queue_id)
-    running = fake_ci.get_build(queued)
-    assert (running.state, running.number, running.duration_ms) == (BuildState.RUNNING, number, None)
-
-    first = fake_ci.console(JOB, number)
-    assert (first.text, first.more, first.next_start) == ("Started by user portal\n", True, 23)
-    fake.append_console(JOB, number, "Step 1\nStep 2 is half")
-    second = fake_ci.console(JOB, number, first.next_start)
-    assert (second.text, second.more, second.next_start) == ("Step 1\n", True, 30)  # whole lines only
-    fake.append_console(JOB, number, " done, café\n")
-    third = fake_ci.console(JOB, number, second.next_start)
-    assert third.text == "Step 2 is half done, café\n" and third.more
-    assert third.next_start == 30 + len("Step 2 is half done, café\n".encode())  # bytes, not characters
-    assert fake_ci.console(JOB, number, third.next_start) == ConsoleChunk("", third.next_start, True)
-
-    fake.finish_build(JOB, number, "SUCCESS", duration_ms=4321)
-    last = fake_ci.console(JOB, number, third.next_start)
-    assert (last.text, last.more) == ("Finished: SUCCESS\n", False)
-    assert fake_ci.console(JOB, number).text == first.text + second.text + third.text + last.text
-    assert fake_ci.get_build(running) == Build(job=JOB, number=number, state=BuildState.SUCCEEDED,
-                                               url=f"{fake.url}/job/dev/job/shop-api/1/", duration_ms=4321,
-                                               queue_id=queued.queue_id, parameters=PARAMETERS)
-
-
-@pytest.mark.parametrize("result, state", [
-    ("SUCCESS", BuildState.SUCCEEDED), ("UNSTABLE", BuildState.FAILED), ("FAILURE", BuildState.FAILED),
-    ("ABORTED", BuildState.ABORTED), ("NOT_BUILT", BuildState.ABORTED),
-])
-def test_jenkins_results_become_build_states(fake, fake_ci, result, state):
-    queued = fake_ci.trigger_build(JOB, PARAMETERS)
-    number = fake.start_build(queued.queue_id)
-    fake.finish_build(JOB, number, result, duration_ms=900)
-    build = fake_ci.get_build(queued)
-    assert (build.state, build.duration_ms) == (state, 900)
-
-
-def test_a_cancelled_queue_item_is_aborted_without_a_number(fake, fake_ci):
-    queued = fake_ci.trigger_build(JOB, PARAMETERS)
-    fake.cancel(queued.queue_id)
-    assert fake_ci.get_build(queued) == Build(job=JOB, number=None, state=BuildState.ABORTED,
-                                              queue_id=queued.queue_id, parameters=PARAMETERS)
-
-
-@pytest.mark.parametrize("export_queue_id", [True, False], ids=["by-queue-id", "by-parameters"])
-def test_a_forgotten_queue_item_still_finds_its_build(connect, export_queue_id):
-    with FakeJenkins(user=USER, token=TOKEN, export_queue_id=export_queue_id) as server:
-        adapter = connect(server.url, USER, TOKEN)
-        adapter.create_job(spec("dev"))
-        triggered = []
-        for commit in ("aaa111", "bbb222", "aaa111"):  # the third repeats the first once that one has started
-            triggered.append(adapter.trigger_build(JOB, {**PARAMETERS, "COMMIT": commit}))
-            server.start_build(triggered[-1].queue_id)
-        for build in triggered:
-            server.forget_queue_item(build.queue_id)
-        found = [adapter.get_build(build) for build in triggered]
-        # Without queueId the newest build with the same parameters is taken: the first trigger finds the third.
-        assert [b.number for b in found] == ([1, 2, 3] if export_queue_id else [3, 2, 3])
-        assert all(b.state is BuildState.RUNNING for b in found)
-        assert ("GET", "/queue/item/1/api/json", "", 404) in server.requests
-
-
-def test_a_forgotten_queue_item_that_never_started_is_not_found(fake, fake_ci):
-    queued = fake_ci.trigger_build(JOB, PARAMETERS)
-    fake.cancel(queued.queue_id)
-    fake.forget_queue_item(queued.queue_id)
-    with pytest.raises(NotFound, match="is gone"):
-        fake_ci.get_build(queued)
-
-
-def test_identical_triggers_while_queued_share_one_queue_item(fake, fake_ci):
-    first = fake_ci.trigger_build(JOB, PARAMETERS)
-    assert fake_ci.trigger_build(JOB, dict(PARAMETERS)).queue_id == first.queue_id
-    assert fake_ci.trigger_build(JOB, {**PARAMETERS, "IMAGE_TAG": "1.4.1"}).queue_id != first.queue_id
-    assert fake.queue_ids(JOB) == [1, 2]
-
-
-# --- fake only: faults ---------------------------------------------------------------------------------
-
-def _queued(ci: JenkinsCIServer) -> Build:
-    return ci.trigger_build(JOB, PARAMETERS)
-
-
-CALLS: dict[str, Callable[[JenkinsCIServer], Any]] = {
-    "find_job": lambda ci: ci.find_job(JOB),
-    "create_job": lambda ci: ci.create_job(spec("dev", "shop-web")),
-    "delete_job": lambda ci: ci.delete_job(JOB),
-    "trigger_build": lambda ci: ci.trigger_build(JOB, PARAMETERS),
-    "get_build": lambda ci: ci.get_build(Build(job=JOB, number=None, state=BuildState.QUEUED, queue_id="1")),
-    "console": lambda ci: ci.console(JOB, 1),
-}
-
-
-@pytest.mark.parametrize("call, method, where, status, headers, body, error, said", [
-    ("find_job", "GET", r"/config\.xml$", 401, {"WWW-Authenticate": 'Basic realm="Jenkins"'}, None, AuthFailed,
-     "Error 401 Unauthorized"),
-    ("create_job", "POST", r"/job/dev/createItem$", 403,
-     {"X-You-Are-Authenticated-As": "portal", "X-Required-Permission": "hudson.model.Item.Create"}, None,
-     AuthFailed, "portal is missing the hudson.model.Item.Create permission"),
-    ("console", "GET", r"/progressiveText$", 404, {}, None, NotFound, "Error 404 Not Found"),
-    ("trigger_build", "POST", r"/buildWithParameters$", 409, {"X-Error": "The job is being renamed"}, None,
-     Conflict, "The job is being renamed"),
-    ("create_job", "POST", r"/createItem$", 400, {"X-Error": "No mode given"}, None, InvalidRequest,
-     "No mode given"),
-    ("get_build", "GET", r"/queue/item/1/", 429, {"Retry-After": "7"}, None, RateLimited, "Too Many Requests"),
-    ("delete_job", "POST", r"/doDelete$", 500, {},
-     "<html><head><title>Error 500 java.lang.NullPointerException</title></head></html>", Unavailable,
-     "java.lang.NullPointerException"),
-    ("find_job", "GET", r"/config\.xml$", 502, {"Content-Type": "text/plain"}, "Bad Gateway: jenkins is restarting",
-     Unavailable, "Bad Gateway: jenkins is restarting"),
-])
-def test_each_failure_is_translated_with_jenkins_message(fake, fake_ci, call, method, where, status, headers, body,
-                                                         error, said):
-    if call in ("get_build", "console"):
-        fake.start_build(_queued(fake_ci).queue_id)
-    fake.fail_next(method, where, status, headers=headers, body=body)
-    with pytest.raises(error) as info:
-        CALLS[call](fake_ci)
-    assert type(info.value) is error and info.value.system == "jenkins" and info.value.status == status
-    assert said in info.value.message and f"HTTP {status}" in info.value.message
-    assert info.value.__cause__ is not None and TOKEN not in str(info.value)
-    if error is RateLimited:
-        assert info.value.retry_after == 7.0
-    CALLS[call](fake_ci)  # the fault was for one request only
-
-
-def test_retry_after_may_be_a_date(fake, fake_ci):
-    when = datetime.now(timezone.utc) + timedelta(seconds=120)
-    fake.fail_next("GET", r"/config\.xml$", 429, headers={"Retry-After": format_datetime(when, usegmt=True)})
-    with pytest.raises(RateLimited) as info:
-        fake_ci.find_job(JOB)
-    assert 0 < info.value.retry_after <= 120
-
-
-@pytest.mark.parametrize("call, method, where", [
-    ("find_job", "GET", r"/config\.xml$"), ("trigger_build", "POST", r"/buildWithParameters$"),
-    ("console", "GET", r"/progressiveText$"),
-])
-def test_a_jenkins_that_does_not_answer_in_time_is_unavailable(fake, connect, call, method, where):
-    adapter = connect(fake.url, USER, TOKEN, retries=0, timeout=0.3)
-    adapter.create_job(spec("dev"))
-    fake.fail_next(method, where, None, delay=3)
-    with pytest.raises(Unavailable, match="timed out") as info:
-        CALLS[call](adapter)
-    assert info.value.status is None and info.value.__cause__ is not None
-
-
-def test_a_jenkins_that_is_not_there_is_unavailable(connect):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    adapter = connect(f"http://127.0.0.1:{port}", USER, TOKEN, retries=0)
-    with pytest.raises(Unavailable, match=f"no answer from http://127.0.0.1:{port}/"):
-        adapter.find_job(JOB)
-
-
-def test_reads_are_retried_after_a_5xx_and_posts_are_not(fake, connect):
-    adapter = connect(fake.url, USER, TOKEN, retries=2)
-    adapter.create_job(spec("dev"))
-    fake.fail_next("GET", r"/config\.xml$", 503, times=2)
-    assert adapter.find_job(JOB).owner == OWNER
-    assert [r.status for r in fake.requests if r.path.endswith("/config.xml")] == [503, 503, 200]
-    fake.fail_next("POST", r"/buildWithParameters$", 503)
-    with pytest.raises(Unavailable):
-        adapter.trigger_build(JOB, PARAMETERS)
-    assert [r.status for r in fake.requests if r.path.endswith("/buildWithParameters")] == [503]
-
-
-def test_the_token_is_masked_even_where_jenkins_would_repeat_it(fake, fake_ci):
-    fake.fail_next("GET", r"/config\.xml$", 500, headers={"X-Error": f"bad header Authorization: {TOKEN}"})
-    with pytest.raises(Unavailable) as info:
-        fake_ci.find_job(JOB)
-    assert TOKEN not in str(info.value) and "Authorization: ***" in info.value.message
-
-
-def test_an_answer_that_is_not_json_is_an_error_of_its_own(fake, fake_ci):
-    fake.start_build(_queued(fake_ci).queue_id)
-    fake.fail_next("GET", r"/queue/item/", 200, body="<html>Sign in</html>")
-    with pytest.raises(IntegrationError, match="not JSON") as info:
-        CALLS["get_build"](fake_ci)
-    assert type(info.value) is IntegrationError and not info.value.transient
-
-
-def test_with_a_password_posts_carry_the_crumb_of_the_session(connect):
-    with FakeJenkins(user=USER, token=TOKEN, password="s3cret-password") as server:
-        adapter = connect(server.url, USER, "s3cret-password")
-        adapter.create_job(spec("dev"))
-        assert adapter.trigger_build(JOB, PARAMETERS).queue_id == "1"
-        assert ("GET", "/crumbIssuer/api/json", "", 200) in server.requests
-        without = requests.post(f"{server.url}/job/dev/job/shop-api/buildWithParameters",
-                                auth=(USER, "s3cret-password"), timeout=5)
-        assert without.status_code == 403 and "No valid crumb" in without.text
-
-
-def test_without_csrf_protection_no_crumb_is_sent(connect):
-    with FakeJenkins(user=USER, token=TOKEN, crumbs=False) as server:
-        adapter = connect(server.url, USER, TOKEN)
-        adapter.create_job(spec("dev"))
-        assert adapter.find_job(JOB).owner == OWNER
-        assert ("GET", "/crumbIssuer/api/json", "", 404) in server.requests

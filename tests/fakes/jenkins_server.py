@@ -21,23 +21,20 @@ import html
 import json
 import re
 import secrets
-import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.fakes.http_server import FakeHTTPServer
+from tests.fakes.jenkins_model import (
+    CLASSES, FOLDER, RUN_CLASS, Item, QueueItem, Run, check_good_name, item_from_config, item_url,
+    parameters_action, parse_tree, select_fields, walk,
+)
+
 VERSION = "2.462.3"
-FOLDER = "com.cloudbees.hudson.plugins.folder.Folder"
-CLASSES = {"flow-definition": "org.jenkinsci.plugins.workflow.job.WorkflowJob", FOLDER: FOLDER,
-           "project": "hudson.model.FreeStyleProject"}
-RUN_CLASS = "org.jenkinsci.plugins.workflow.job.WorkflowRun"
-UNSAFE = set("?*/\\%!@#$^&|<>[]:;")  # Jenkins.checkGoodName
 SESSION_COOKIE = "JSESSIONID.fake"
 
 
@@ -48,120 +45,28 @@ class LoggedRequest(NamedTuple):
     status: int
 
 
-@dataclass
-class _Item:
-    name: str
-    parent: tuple[str, ...]
-    config: str
-    tag: str
-    description: str
-    parameters: list[tuple[str, str, bool]]  # name, default, trim
-    children: dict[str, "_Item"] = field(default_factory=dict)  # by lower-case name, as folders compare names
-    builds: dict[int, "_Run"] = field(default_factory=dict)
-    next_number: int = 1
+class FakeJenkins(FakeHTTPServer):
+    """Jenkins with one user who signs in with an API token (no crumb needed) or a password (crumb needed).
 
-    @property
-    def path(self) -> tuple[str, ...]:
-        return (*self.parent, self.name) if self.name else ()  # the root has none
+    An injected fault without a body answers the servlet container's error page for its status."""
 
-
-@dataclass
-class _Run:
-    number: int
-    queue_id: int
-    parameters: list[tuple[str, str]]
-    started: float
-    log: bytearray = field(default_factory=bytearray)
-    building: bool = True
-    result: str | None = None
-    duration_ms: int = 0
-
-
-@dataclass
-class _QueueItem:
-    id: int
-    job: _Item
-    parameters: list[tuple[str, str]]
-    since: float
-    left: bool = False
-    cancelled: bool = False
-    number: int | None = None
-
-
-@dataclass
-class _Fault:
-    method: str
-    pattern: re.Pattern
-    status: int | None
-    headers: dict[str, str]
-    body: str | None
-    delay: float | None
-    times: int
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:  # the request log is ``FakeJenkins.requests``
-        pass
-
-
-class FakeJenkins:
-    """Jenkins with one user who signs in with an API token (no crumb needed) or a password (crumb needed)."""
+    thread_name = "fake-jenkins"
+    fault_text_type = "text/html;charset=utf-8"
 
     def __init__(self, user: str = "portal", token: str = "fake-api-token", password: str | None = None,
                  crumbs: bool = True, export_queue_id: bool = True):
+        super().__init__()
         self.user, self.token, self.password = user, token, password
         self.crumbs = crumbs
         # Jenkins exports Run.queueId since 1.601; False plays an older one.
         self.export_queue_id = export_queue_id
         self.requests: list[LoggedRequest] = []
-        self._lock = threading.RLock()
-        self._stopping = threading.Event()
         self._secret = secrets.token_hex(16)
-        self._root = _Item(name="", parent=(), config="", tag="hudson", description="", parameters=[])
-        self._queue: dict[int, _QueueItem] = {}
+        self._root = Item(name="", parent=(), config="", tag="hudson", description="", parameters=[])
+        self._queue: dict[int, QueueItem] = {}
         self._next_queue_id = 1
-        self._faults: list[_Fault] = []
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start the fake first"
-        return f"http://127.0.0.1:{self._server.port}"
-
-    def start(self) -> "FakeJenkins":
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-jenkins", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes requests sleeping in an injected delay
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> "FakeJenkins":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- what a test drives --------------------------------------------------------------------------
-
-    def fail_next(self, method: str, path_regex: str, status: int | None, headers: dict[str, str] | None = None,
-                  body: str | None = None, delay: float | None = None, times: int = 1) -> None:
-        """Answer the next ``times`` requests whose method and path match with ``status``, after ``delay``.
-
-        ``method`` may be ``*``; ``path_regex`` is searched in the path without the query. With
-        ``status=None`` the request is served normally after the delay (a slow Jenkins). Without a
-        ``body`` the answer is the servlet container's error page for the status.
-        """
-        with self._lock:
-            self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, dict(headers or {}), body,
-                                       delay, times))
 
     def start_build(self, queue_id: int | str) -> int:
         """An executor takes the waiting queue item: the build gets its number and starts running."""
@@ -169,7 +74,7 @@ class FakeJenkins:
             item = self._queue[int(queue_id)]
             assert not item.left, f"queue item {queue_id} has left the queue"
             job = item.job
-            run = _Run(number=job.next_number, queue_id=item.id, parameters=item.parameters, started=time.time())
+            run = Run(number=job.next_number, queue_id=item.id, parameters=item.parameters, started=time.time())
             run.log += f"Started by user {self.user}\n".encode()
             job.builds[run.number] = run
             job.next_number += 1
@@ -202,7 +107,7 @@ class FakeJenkins:
     def advance(self) -> None:
         """One step of everything: running builds finish with SUCCESS, then waiting items start."""
         with self._lock:
-            for job in _walk(self._root):
+            for job in walk(self._root):
                 for run in job.builds.values():
                     if run.building:
                         self.finish_build("/".join(job.path), run.number)
@@ -214,46 +119,28 @@ class FakeJenkins:
         with self._lock:
             return [i.id for i in self._queue.values() if "/".join(i.job.path) == job]
 
-    def _run(self, job: str, number: int) -> _Run:
-        item = self._find(tuple(job.split("/")))
+    def _run(self, job: str, number: int) -> Run:
+        item = self._root.find(tuple(job.split("/")))
         assert item is not None and number in item.builds, f"no build {job} #{number}"
         return item.builds[number]
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
-    def _wsgi(self, environ: dict, start_response: Any) -> Any:
-        request = Request(environ)
-        response = self._respond(request)
-        response.headers["X-Jenkins"] = VERSION
-        with self._lock:
-            self.requests.append(LoggedRequest(request.method, request.path, request.query_string.decode(),
-                                               response.status_code))
-        return response(environ, start_response)
+    def fault_body(self, status: int) -> str:
+        return _error_page(status, _reason(status))
 
-    def _respond(self, request: Request) -> Response:
-        fault = self._take_fault(request)
-        if fault is not None:
-            if fault.delay:
-                self._stopping.wait(fault.delay)
-            if fault.status is not None:
-                body = fault.body if fault.body is not None else _error_page(fault.status, _reason(fault.status))
-                headers = {"Content-Type": "text/html;charset=utf-8", **fault.headers}
-                return Response(body, fault.status, headers)
+    def respond(self, request: Request) -> Response:
         denied = self._authenticate(request)
         if denied is not None:
             return denied
         with self._lock:
             return self._dispatch(request)
 
-    def _take_fault(self, request: Request) -> _Fault | None:
+    def answered(self, request: Request, response: Response) -> None:
+        response.headers["X-Jenkins"] = VERSION
         with self._lock:
-            for fault in self._faults:
-                if fault.method in ("*", request.method) and fault.pattern.search(request.path):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+            self.requests.append(LoggedRequest(request.method, request.path, request.query_string.decode(),
+                                               response.status_code))
 
     # https://www.jenkins.io/doc/book/system-administration/authenticating-scripted-clients/ : HTTP basic
     # auth with a user's API token or password; wrong credentials answer 401 (BasicHeaderProcessor),
@@ -285,7 +172,7 @@ class FakeJenkins:
             path.append(segments[1])
             segments = segments[2:]
         rest, method = "/".join(segments), request.method
-        item = self._find(tuple(path))
+        item = self._root.find(tuple(path))
         if item is None:
             return _not_found(request)
         if not path and rest == "crumbIssuer/api/json" and method == "GET":
@@ -330,7 +217,7 @@ class FakeJenkins:
     # answers 200 with no body; its refusals are hudson.model.Failure, rendered by error.jelly as 400
     # with the message in X-Error (core/src/main/resources/hudson/model/AbstractModelObject/error.jelly).
     # Jenkins quotes names with typographic quotes; a header carries ASCII ones here.
-    def _create_item(self, request: Request, parent: _Item) -> Response:
+    def _create_item(self, request: Request, parent: Item) -> Response:
         content_type = request.headers.get("Content-Type")
         name = request.args.get("name")
         if content_type is None:
@@ -340,13 +227,13 @@ class FakeJenkins:
         if name is None:
             return _failure("Query parameter 'name' is required")
         name = name.strip()
-        refused = _check_good_name(name)
+        refused = check_good_name(name)
         if refused:
             return _failure(refused)
         if name.lower() in parent.children:
             return _failure(f"A job already exists with the name '{name}'")
         try:
-            parent.children[name.lower()] = _item(name, parent.path, request.get_data(as_text=True))
+            parent.children[name.lower()] = item_from_config(name, parent.path, request.get_data(as_text=True))
         except ET.ParseError as exc:
             return Response(_error_page(500, f"Failed to persist config.xml: {exc}"), 500,
                             content_type="text/html;charset=utf-8")
@@ -354,32 +241,32 @@ class FakeJenkins:
 
     # https://www.jenkins.io/doc/book/using/remote-access-api/ ("Fetch/Update config.xml": GET it, or
     # POST a new one to the same URL).
-    def _config_xml(self, request: Request, item: _Item) -> Response:
+    def _config_xml(self, request: Request, item: Item) -> Response:
         if request.method == "GET":
             return Response(item.config, content_type="application/xml;charset=utf-8")
         if request.method != "POST":
             return Response(_error_page(405, "Method Not Allowed"), 405, content_type="text/html;charset=utf-8")
-        updated = _item(item.name, item.parent, request.get_data(as_text=True))
+        updated = item_from_config(item.name, item.parent, request.get_data(as_text=True))
         updated.children, updated.builds, updated.next_number = item.children, item.builds, item.next_number
-        self._find(item.parent).children[item.name.lower()] = updated
+        self._root.find(item.parent).children[item.name.lower()] = updated
         return Response(b"", 200)
 
     # https://www.jenkins.io/doc/book/using/remote-access-api/ ("Delete a job": POST doDelete).
     # AbstractItem.doDoDelete (core/src/main/java/hudson/model/AbstractItem.java) redirects (302) to the
     # parent's URL; Jenkins cancels the deleted job's waiting queue items.
-    def _delete(self, item: _Item) -> Response:
-        del self._find(item.parent).children[item.name.lower()]
+    def _delete(self, item: Item) -> Response:
+        del self._root.find(item.parent).children[item.name.lower()]
         for queued in self._queue.values():
             if queued.job.path[:len(item.path)] == item.path and not queued.left:
                 queued.left = queued.cancelled = True
-        return Response(b"", 302, {"Location": self.url + "/" + _url(item.parent)})
+        return Response(b"", 302, {"Location": self.url + "/" + item_url(item.parent)})
 
     # https://www.jenkins.io/doc/book/using/remote-access-api/ ("Jobs with parameters",
     # buildWithParameters; "the Location header of the response points to the queue item", 201 since
     # JENKINS-23235). Parameters not given take their defaults; undefined ones are ignored
     # (SECURITY-170). A waiting item of the same job with the same parameters absorbs the new trigger
     # and its URL is answered (ParametersAction.shouldSchedule).
-    def _build_with_parameters(self, request: Request, job: _Item) -> Response:
+    def _build_with_parameters(self, request: Request, job: Item) -> Response:
         if not job.parameters:
             return _failure(f"{'/'.join(job.path)} is not parameterized")
         values = [(name, (request.values.get(name, default).strip() if trim else request.values.get(name, default)))
@@ -387,7 +274,7 @@ class FakeJenkins:
         existing = next((q for q in self._queue.values() if q.job is job and not q.left and q.parameters == values),
                         None)
         if existing is None:
-            existing = _QueueItem(self._next_queue_id, job, values, time.time())
+            existing = QueueItem(self._next_queue_id, job, values, time.time())
             self._queue[existing.id] = existing
             self._next_queue_id += 1
         return Response(b"", 201, {"Location": f"{self.url}/queue/item/{existing.id}/"})
@@ -403,22 +290,22 @@ class FakeJenkins:
         job = item.job
         body: dict[str, Any] = {
             "_class": "hudson.model.Queue$LeftItem" if item.left else "hudson.model.Queue$WaitingItem",
-            "actions": [_parameters_action(item.parameters)], "blocked": False, "buildable": not item.left,
+            "actions": [parameters_action(item.parameters)], "blocked": False, "buildable": not item.left,
             "id": item.id, "inQueueSince": int(item.since * 1000),
             "params": "".join(f"\n{n}={v}" for n, v in item.parameters), "stuck": False,
-            "task": {"_class": CLASSES.get(job.tag, job.tag), "name": job.name, "url": f"{self.url}/{_url(job.path)}"},
+            "task": self._job_entry(job),
             "url": f"queue/item/{item.id}/", "why": None if item.left else "Waiting for next available executor",
         }
         if item.left:
             body["cancelled"] = item.cancelled
             body["executable"] = None if item.number is None else {
-                "_class": RUN_CLASS, "number": item.number, "url": f"{self.url}/{_url(job.path)}{item.number}/"}
+                "_class": RUN_CLASS, "number": item.number, "url": f"{self.url}/{item_url(job.path)}{item.number}/"}
         return _json(request, body)
 
     # https://www.jenkins.io/doc/book/using/remote-access-api/ ("api/json", with "tree" choosing the
     # fields; at depth 0 a job's builds carry only number and url).
-    def _item_json(self, item: _Item, shallow: bool = False) -> dict[str, Any]:
-        url = f"{self.url}/{_url(item.path)}"
+    def _item_json(self, item: Item, shallow: bool = False) -> dict[str, Any]:
+        url = f"{self.url}/{item_url(item.path)}"
         if not item.path:
             return {"_class": "hudson.model.Hudson", "mode": "NORMAL", "nodeDescription": "the built-in node",
                     "numExecutors": 2, "jobs": [self._job_entry(c) for c in item.children.values()],
@@ -441,31 +328,26 @@ class FakeJenkins:
         })
         return body
 
-    def _job_entry(self, item: _Item) -> dict[str, Any]:
-        return {"_class": CLASSES.get(item.tag, item.tag), "name": item.name, "url": f"{self.url}/{_url(item.path)}"}
+    def _job_entry(self, item: Item) -> dict[str, Any]:
+        return {"_class": CLASSES.get(item.tag, item.tag), "name": item.name,
+                "url": f"{self.url}/{item_url(item.path)}"}
 
     # Run's exported fields (core/src/main/java/hudson/model/Run.java): building, result (null while
     # running), duration (0 while running), queueId, actions with the ParametersAction.
-    def _run_json(self, job: _Item, run: _Run) -> dict[str, Any]:
+    def _run_json(self, job: Item, run: Run) -> dict[str, Any]:
         body = {
-            "_class": RUN_CLASS, "actions": [_parameters_action(run.parameters), {
+            "_class": RUN_CLASS, "actions": [parameters_action(run.parameters), {
                 "_class": "hudson.model.CauseAction",
                 "causes": [{"_class": "hudson.model.Cause$UserIdCause", "userId": self.user, "userName": self.user,
                             "shortDescription": f"Started by user {self.user}"}]}],
             "building": run.building, "displayName": f"#{run.number}", "duration": run.duration_ms,
             "fullDisplayName": f"{' » '.join(job.path)} #{run.number}", "id": str(run.number),
             "inProgress": run.building, "number": run.number, "result": run.result,
-            "timestamp": int(run.started * 1000), "url": f"{self.url}/{_url(job.path)}{run.number}/",
+            "timestamp": int(run.started * 1000), "url": f"{self.url}/{item_url(job.path)}{run.number}/",
         }
         if self.export_queue_id:
             body["queueId"] = run.queue_id
         return body
-
-    def _find(self, path: tuple[str, ...]) -> _Item | None:
-        item: _Item | None = self._root
-        for name in path:
-            item = item.children.get(name.lower()) if item is not None else None
-        return item
 
 
 # Stapler's LargeText.doProgressText
@@ -473,7 +355,7 @@ class FakeJenkins:
 # served at <build>/logText/progressiveText: from byte ``start`` (from 0 when start is past the end),
 # up to the last line end while the build runs, everything once it is over; X-Text-Size is where to
 # continue and X-More-Data: true is sent while the build runs. (Jenkins also stops at 10,000 lines.)
-def _progressive_text(request: Request, run: _Run) -> Response:
+def _progressive_text(request: Request, run: Run) -> Response:
     start = int(request.values.get("start", "0"))
     log = bytes(run.log)
     if start > len(log):
@@ -488,84 +370,10 @@ def _progressive_text(request: Request, run: _Run) -> Response:
     return Response(log[start:end], 200, headers, content_type="text/plain;charset=UTF-8")
 
 
-def _item(name: str, parent: tuple[str, ...], config: str) -> _Item:
-    root = ET.fromstring(config)
-    parameters = [(p.findtext("name") or "", p.findtext("defaultValue") or "", p.findtext("trim") == "true")
-                  for p in root.iter("hudson.model.StringParameterDefinition")]
-    return _Item(name=name, parent=parent, config=config, tag=root.tag, description=root.findtext("description") or "",
-                 parameters=parameters)
-
-
-def _check_good_name(name: str) -> str | None:
-    if not name:
-        return "No name is specified"
-    for ch in name:
-        if ch in UNSAFE or ord(ch) < 32:
-            return f"'{ch}' is an unsafe character"
-    if name in (".", ".."):
-        return f"'{name}' is not an allowed name"
-    return None
-
-
-def _parameters_action(parameters: list[tuple[str, str]]) -> dict[str, Any]:
-    return {"_class": "hudson.model.ParametersAction", "parameters": [
-        {"_class": "hudson.model.StringParameterValue", "name": n, "value": v} for n, v in parameters]}
-
-
-def _url(path: tuple[str, ...]) -> str:
-    return "".join(f"job/{quote(name, safe='')}/" for name in path)
-
-
-def _walk(item: _Item):
-    yield item
-    for child in item.children.values():
-        yield from _walk(child)
-
-
 def _json(request: Request, body: dict[str, Any]) -> Response:
     if "tree" in request.args:
-        body = _select(body, _parse_tree(request.args["tree"]))
+        body = select_fields(body, parse_tree(request.args["tree"]))
     return Response(json.dumps(body), content_type="application/json;charset=utf-8")
-
-
-def _parse_tree(spec: str) -> dict[str, Any]:
-    """Jenkins' ``tree`` parameter: ``a,b[c,d[e]]`` → {a: None, b: {c: None, d: {e: None}}}; ranges ignored."""
-    spec = re.sub(r"\{[^}]*\}", "", spec)
-    position = 0
-
-    def fields() -> dict[str, Any]:
-        nonlocal position
-        found: dict[str, Any] = {}
-        while position < len(spec):
-            name = re.match(r"[^,\[\]]*", spec[position:]).group()
-            position += len(name)
-            sub = None
-            if position < len(spec) and spec[position] == "[":
-                position += 1
-                sub = fields()
-                position += 1  # the closing bracket
-            if name.strip():
-                found[name.strip()] = sub
-            if position < len(spec) and spec[position] == ",":
-                position += 1
-                continue
-            break
-        return found
-
-    return fields()
-
-
-def _select(value: Any, fields: dict[str, Any] | None) -> Any:
-    if isinstance(value, list):
-        return [_select(v, fields) for v in value]
-    if not isinstance(value, dict) or fields is None:
-        return value
-    names = list(value) if "*" in fields else list(fields)
-    chosen = {"_class": value["_class"]} if "_class" in value else {}
-    for name in names:
-        if name in value:
-            chosen[name] = _select(value[name], fields.get(name))
-    return chosen
 
 
 def _failure(message: str) -> Response:

@@ -5,13 +5,9 @@ REST documentation and the server's own OpenAPI description (``<nexus>/#admin/sy
 them: status codes, bodies, validation errors as a JSON list of ``{"id", "message"}``, other refusals as a
 JSON string, HTTP Basic authentication (401 without it, 403 without the privilege).
 
-With ``registry_url`` it is also the Docker endpoint of its repositories, as Nexus is with path-based
-routing: ``/v2/<repository>/<image>/...`` is checked (authentication, the repository's privileges) and
-passed to that real registry, keeping the full name. A manifest pushed through it becomes a component
-(image name, tag as version) that the search finds and whose deletion deletes the manifest upstream.
-``docker_auth="bearer"`` answers as the Docker Bearer Token Realm does: 401 with a ``Bearer`` challenge,
-tokens from ``/v2/token`` for Basic credentials. Tag lists honour ``n`` and ``last`` and send ``Link``,
-as the distribution specification says (the registry behind may ignore them).
+With ``registry_url`` it is also the Docker endpoint of its repositories, in front of that real registry
+(``tests.fakes.docker_front``): a manifest pushed through it becomes a component (image name, tag as
+version) that the search finds and whose deletion deletes the manifest upstream.
 
 ``fail_next`` injects faults (status, headers, body, delay) ahead of everything else, like a proxy would.
 """
@@ -19,37 +15,46 @@ as the distribution specification says (the registry behind may ignore them).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
-import threading
-import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
-import requests
 from flask import Flask, Response, request
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request
+
+from tests.fakes.docker_front import DockerFront, unauthorized
+from tests.fakes.http_server import FakeHTTPServer
 
 REST = "/service/rest/v1"
-BASIC_REALM = 'BASIC realm="Sonatype Nexus Repository Manager"'
 _NAME = re.compile(r"[a-zA-Z0-9\-][a-zA-Z0-9_.\-]*")
-_V2_PATH = re.compile(r"(.+?)/(tags|manifests|blobs)(?:/(.*))?")
-_PASSED_HEADERS = ("Content-Type", "Accept", "Content-Range", "Range")
-_RETURNED_HEADERS = ("Content-Type", "Docker-Content-Digest", "Docker-Upload-UUID", "Range", "Location",
-                     "Docker-Distribution-Api-Version")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
+def admin_only(handler: Callable[..., Response]) -> Callable[..., Response]:
+    """The REST endpoints the portal calls need ``nx-all``: 401 without valid credentials, 403 without it."""
+
+    @functools.wraps(handler)
+    def checked(self: "FakeNexus", *args: Any, **kwargs: Any) -> Response:
+        user = self.basic_user()
+        if user is None:
+            return unauthorized()
+        if "nx-all" not in self._privileges(user):
+            return Response(status=403)
+        return handler(self, *args, **kwargs)
+
+    return checked
 
 
-class FakeNexus:
+class FakeNexus(FakeHTTPServer):
     """State in memory; ``start()`` serves it on 127.0.0.1 in a daemon thread, ``stop()`` ends it."""
+
+    thread_name = "fake-nexus"
 
     def __init__(self, user: str = "admin", password: str = "admin123", *, registry_url: str | None = None,
                  docker_auth: str = "basic", page_size: int = 50):
+        super().__init__()
         self.registry_url = registry_url.rstrip("/") if registry_url else None
         self.docker_auth = docker_auth
         self.page_size = page_size
@@ -64,56 +69,30 @@ class FakeNexus:
             "password": password}}
         self.components: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
-        self._tokens: dict[str, str] = {}
         self._continuations: dict[str, tuple[tuple[str, ...], int]] = {}
-        self._faults: list[dict[str, Any]] = []
-        self._lock = threading.RLock()
-        self._upstream = requests.Session()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self.docker = DockerFront(self)
         self.app = self._build_app()
 
-    # --- running -------------------------------------------------------------------------------
-
-    def start(self) -> "FakeNexus":
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-nexus", daemon=True)
-        self._thread.start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-        self._upstream.close()
-
-    def __enter__(self) -> "FakeNexus":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().stop()
+        self.docker.close()  # its session to the registry behind
 
     # --- test controls -------------------------------------------------------------------------
 
-    def fail_next(self, method: str, path_regex: str, status: int | None = None, headers: dict | None = None,
-                  body: Any = None, delay: float | None = None, times: int = 1) -> None:
-        """The next ``times`` requests whose method and path (``re.search``) match: wait ``delay``, then answer
-        ``status`` with ``headers`` and ``body`` (JSON unless bytes or str), or carry on when status is None."""
+    def add_component(self, repository: str, name: str, version: str, digest: str | None = None) -> str:
+        """A component as a push through ``/v2`` records it (``digest``: its manifest upstream), or as if
+        pushed without going through ``/v2`` (no digest, no manifest upstream); its id."""
         with self._lock:
-            self._faults.append({"method": method.upper(), "path": re.compile(path_regex), "status": status,
-                                 "headers": headers or {}, "body": body, "delay": delay, "times": times})
-
-    def add_component(self, repository: str, name: str, version: str) -> str:
-        """A component as if pushed without going through ``/v2`` (no manifest upstream)."""
-        with self._lock:
-            return self._add_component(repository, name, version, digest=None)
+            for component_id, c in self.components.items():
+                if (c["repository"], c["name"], c["version"]) == (repository, name, version):
+                    c["digest"] = digest
+                    return component_id
+            raw = f"{repository}:{uuid.uuid4().hex}".encode()
+            component_id = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            self.components[component_id] = {"id": component_id, "repository": repository, "format": "docker",
+                                             "group": None, "name": name, "version": version, "assets": [],
+                                             "digest": digest}
+            return component_id
 
     def password_of(self, user_id: str) -> str:
         return self.users[user_id]["password"]
@@ -123,9 +102,14 @@ class FakeNexus:
 
     # --- the application -----------------------------------------------------------------------
 
+    def received(self, request: Request) -> None:
+        self.calls.append((request.method, request.path))
+
+    def respond(self, request: Request) -> Flask:
+        return self.app
+
     def _build_app(self) -> Flask:
         app = Flask("fake_nexus")
-        app.before_request(self._before)
         route = app.add_url_rule
 
         # Repositories API, https://help.sonatype.com/en/repositories-api.html: a format and type specific
@@ -150,44 +134,18 @@ class FakeNexus:
         route(f"{REST}/search", "search", self._search)
         # Components API, https://help.sonatype.com/en/components-api.html: DELETE 204, 404, 422 malformed id.
         route(f"{REST}/components/<component_id>", "delete_component", self._delete_component, methods=["DELETE"])
-        # Docker endpoint: https://help.sonatype.com/en/docker-authentication.html (Bearer Token Realm),
-        # https://distribution.github.io/distribution/spec/api/ and .../spec/auth/token/.
-        route("/v2/token", "token", self._token)
-        route("/v2/", "v2_base", self._v2_base)
-        route("/v2/<path:path>", "v2", self._v2, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+        self.docker.register(app)
         return app
-
-    def _before(self) -> Response | None:
-        with self._lock:
-            self.calls.append((request.method, request.path))
-            fault = next((f for f in self._faults if f["method"] == request.method
-                          and f["path"].search(request.path)), None)
-            if fault is not None:
-                fault["times"] -= 1
-                if fault["times"] <= 0:
-                    self._faults.remove(fault)
-        if fault is None:
-            return None
-        if fault["delay"]:
-            time.sleep(fault["delay"])
-        if fault["status"] is None:
-            return None
-        body = fault["body"]
-        if body is not None and not isinstance(body, (bytes, str)):
-            return Response(json.dumps(body), fault["status"], fault["headers"], mimetype="application/json")
-        return Response(body or b"", fault["status"], fault["headers"])
 
     # --- REST ----------------------------------------------------------------------------------
 
+    @admin_only
     def _get_repository(self, name: str) -> Response:
-        if denied := self._admin_only():
-            return denied
         repo = self.repositories.get(name)
         return _json(repo) if repo else _message(404, "Repository not found")
 
+    @admin_only
     def _create_repository(self) -> Response:
-        if denied := self._admin_only():
-            return denied
         body = request.get_json(silent=True) or {}
         storage, docker = body.get("storage") or {}, body.get("docker") or {}
         errors = _name_errors(body.get("name"), "name")
@@ -216,9 +174,8 @@ class FakeNexus:
             }
         return Response(status=201)
 
+    @admin_only
     def _selector(self, name: str) -> Response:
-        if denied := self._admin_only():
-            return denied
         with self._lock:
             if name not in self.selectors:
                 return _message(404, "Content selector not found")
@@ -227,9 +184,8 @@ class FakeNexus:
                 return Response(status=204)
             return _json(self.selectors[name])
 
+    @admin_only
     def _create_selector(self) -> Response:
-        if denied := self._admin_only():
-            return denied
         body = request.get_json(silent=True) or {}
         errors = _name_errors(body.get("name"), "name")
         if not body.get("expression"):
@@ -244,9 +200,8 @@ class FakeNexus:
                                             "expression": body["expression"]}
         return Response(status=204)
 
+    @admin_only
     def _role(self, role_id: str) -> Response:
-        if denied := self._admin_only():
-            return denied
         with self._lock:
             if role_id not in self.roles:
                 return _message(404, f"Role '{role_id}' not found")
@@ -263,9 +218,8 @@ class FakeNexus:
                                        roles=list(body.get("roles") or []))
         return Response(status=204)
 
+    @admin_only
     def _create_role(self) -> Response:
-        if denied := self._admin_only():
-            return denied
         body = request.get_json(silent=True) or {}
         errors = _name_errors(body.get("id"), "id") + ([] if body.get("name") else [("name", "may not be empty")])
         with self._lock:
@@ -279,9 +233,8 @@ class FakeNexus:
             self.roles[body["id"]] = role
         return _json(role)
 
+    @admin_only
     def _users(self) -> Response:
-        if denied := self._admin_only():
-            return denied
         if request.method == "GET":
             prefix = request.args.get("userId", "")
             with self._lock:
@@ -308,9 +261,8 @@ class FakeNexus:
             self.users[body["userId"]] = user
         return _json(_public(user))
 
+    @admin_only
     def _change_password(self, user_id: str) -> Response:
-        if denied := self._admin_only():
-            return denied
         if request.mimetype != "text/plain":
             return Response(status=415)
         password = request.get_data(as_text=True)
@@ -323,10 +275,10 @@ class FakeNexus:
         return Response(status=204)
 
     def _search(self) -> Response:
-        if (user := self._basic_user()) is None:
-            return _unauthorized()
+        if (user := self.basic_user()) is None:
+            return unauthorized()
         repository, name = request.args.get("repository", ""), request.args.get("name")
-        if not self._may_view(user, repository):
+        if not self.may_view(user, repository):
             return Response(status=403)
         query = (repository, request.args.get("format", ""), name or "")
         with self._lock:
@@ -344,9 +296,8 @@ class FakeNexus:
                 self._continuations[token] = (query, start + self.page_size)
         return _json({"items": page, "continuationToken": token})
 
+    @admin_only
     def _delete_component(self, component_id: str) -> Response:
-        if denied := self._admin_only():
-            return denied
         try:
             base64.urlsafe_b64decode(component_id + "=" * (-len(component_id) % 4)).decode()
         except ValueError:
@@ -355,88 +306,14 @@ class FakeNexus:
             component = self.components.pop(component_id, None)
         if component is None:
             return _message(404, "Component not found")
-        if component["digest"] and self.registry_url:
-            upstream = f"{self.registry_url}/v2/{component['repository']}/{component['name']}/manifests/"
-            self._upstream.delete(upstream + component["digest"], timeout=10)
+        if component["digest"]:
+            self.docker.delete_manifest(f"{component['repository']}/{component['name']}", component["digest"])
         return Response(status=204)
-
-    # --- Docker endpoint ----------------------------------------------------------------------
-
-    def _token(self) -> Response:
-        if (user := self._basic_user()) is None:
-            return _unauthorized()
-        token = secrets.token_urlsafe(24)
-        with self._lock:
-            self._tokens[token] = user
-        return _json({"token": token, "access_token": token})
-
-    def _v2_base(self) -> Response:
-        if self._docker_user() is None:
-            return self._docker_challenge("")
-        return _json({})
-
-    def _v2(self, path: str) -> Response:
-        if self.registry_url is None:
-            return _registry_error(404, "UNSUPPORTED", "this fake Nexus has no registry behind it")
-        found = _V2_PATH.fullmatch(path)
-        name, kind, reference = found.groups() if found else (path, "", "")
-        repository, _, image = name.partition("/")
-        if (user := self._docker_user()) is None:
-            return self._docker_challenge(f"repository:{name}")
-        if repository not in self.repositories:
-            return _registry_error(404, "NAME_UNKNOWN", "repository name not known to registry")
-        if not self._may_view(user, repository):
-            return _registry_error(403, "DENIED", "requested access to the resource is denied")
-        if request.method == "GET" and kind == "tags":
-            return self._tags(name)
-        upstream = self._upstream.request(
-            request.method, f"{self.registry_url}/v2/{path}", params=request.args, data=request.get_data(),
-            headers={h: request.headers[h] for h in _PASSED_HEADERS if h in request.headers}, timeout=30)
-        if request.method == "PUT" and kind == "manifests" and upstream.status_code == 201 \
-                and not reference.startswith("sha256:"):
-            with self._lock:
-                self._add_component(repository, image, reference, upstream.headers.get("Docker-Content-Digest"))
-        headers = {h: upstream.headers[h] for h in _RETURNED_HEADERS if h in upstream.headers}
-        if "Location" in headers:
-            headers["Location"] = headers["Location"].replace(self.registry_url, self.url)
-        return Response(upstream.content, upstream.status_code, headers)
-
-    def _tags(self, name: str) -> Response:
-        upstream = self._upstream.get(f"{self.registry_url}/v2/{name}/tags/list", timeout=30)
-        if upstream.status_code != 200:
-            return Response(upstream.content, upstream.status_code, {"Content-Type": "application/json"})
-        tags = sorted(upstream.json().get("tags") or [])
-        last, n = request.args.get("last"), request.args.get("n", type=int)
-        if last:
-            tags = [t for t in tags if t > last]
-        headers = {}
-        if n is not None and len(tags) > n:
-            tags = tags[:n]
-            headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
-        return Response(json.dumps({"name": name, "tags": tags}), 200, headers,
-                        mimetype="application/json")
-
-    def _docker_user(self) -> str | None:
-        if self.docker_auth == "basic":
-            return self._basic_user()
-        header = request.headers.get("Authorization", "")
-        with self._lock:
-            return self._tokens.get(header[len("Bearer "):]) if header.startswith("Bearer ") else None
-
-    def _docker_challenge(self, scope: str) -> Response:
-        if self.docker_auth == "basic":
-            header = BASIC_REALM
-        else:
-            realm = f"{self.url}/v2/token"
-            action = "pull" if request.method in ("GET", "HEAD") else "pull,push"
-            header = f'Bearer realm="{realm}",service="{realm}"' + (f',scope="{scope}:{action}"' if scope else "")
-        response = _registry_error(401, "UNAUTHORIZED", "access to the requested resource is not authorized")
-        response.headers["WWW-Authenticate"] = header
-        return response
 
     # --- who may do what ---------------------------------------------------------------------
 
-    def _basic_user(self) -> str | None:
+    def basic_user(self) -> str | None:
+        """The user whose valid Basic credentials the request carries, or None."""
         auth = request.authorization
         if auth is None or auth.type != "basic":
             return None
@@ -450,27 +327,9 @@ class FakeNexus:
         with self._lock:
             return {p for r in self.users[user]["roles"] for p in self.roles.get(r, {}).get("privileges", [])}
 
-    def _admin_only(self) -> Response | None:
-        user = self._basic_user()
-        if user is None:
-            return _unauthorized()
-        return None if "nx-all" in self._privileges(user) else Response(status=403)
-
-    def _may_view(self, user: str, repository: str) -> bool:
+    def may_view(self, user: str, repository: str) -> bool:
         privileges = self._privileges(user)
         return "nx-all" in privileges or f"nx-repository-view-docker-{repository}-*" in privileges
-
-    def _add_component(self, repository: str, name: str, version: str, digest: str | None) -> str:
-        for component_id, c in self.components.items():
-            if (c["repository"], c["name"], c["version"]) == (repository, name, version):
-                c["digest"] = digest
-                return component_id
-        raw = f"{repository}:{uuid.uuid4().hex}".encode()
-        component_id = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-        self.components[component_id] = {"id": component_id, "repository": repository, "format": "docker",
-                                         "group": None, "name": name, "version": version, "assets": [],
-                                         "digest": digest}
-        return component_id
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -485,14 +344,6 @@ def _message(status: int, text: str) -> Response:
 def _validation(errors: list[tuple[str, str]]) -> Response:
     """400 with Nexus' validation body: a list of ValidationErrorXO ``{"id", "message"}``."""
     return _json([{"id": field, "message": message} for field, message in errors], 400)
-
-
-def _unauthorized() -> Response:
-    return Response(status=401, headers={"WWW-Authenticate": BASIC_REALM})
-
-
-def _registry_error(status: int, code: str, message: str) -> Response:
-    return _json({"errors": [{"code": code, "message": message, "detail": None}]}, status)
 
 
 def _name_errors(value: Any, field: str) -> list[tuple[str, str]]:

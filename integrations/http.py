@@ -1,0 +1,109 @@
+"""What every adapter that speaks HTTP shares: its session, the meaning of an HTTP status, Retry-After, scrubbing.
+
+One TLS rule: ``verify=False`` (PORTAL_TLS_VERIFY=false) wins over a CA bundle; a bundle otherwise replaces
+the default CAs. One retry policy: idempotent requests are retried after a connection error, a timeout or a
+5xx, with a short backoff; a POST is retried only when its connection could not be made, since it may have
+taken effect before the answer was lost. A 429 is never retried nor slept through here: it becomes
+``RateLimited`` with the server's Retry-After, and the caller decides when to try again.
+
+How to read a system's own message out of its answer stays with each adapter: that is where systems differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from integrations.errors import (
+    AuthFailed, Conflict, IntegrationError, InvalidRequest, NotFound, RateLimited, Unavailable,
+)
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+TRANSIENT_STATUSES = (500, 502, 503, 504)
+
+
+def tls_verify(verify: bool, ca_bundle: str) -> bool | str:
+    """What requests' ``verify`` takes: False, the CA bundle's path, or True for the default CAs."""
+    return (ca_bundle or True) if verify else False
+
+
+def configure(session: requests.Session, verify: bool, ca_bundle: str, retries: int) -> requests.Session:
+    """Give ``session`` (one of ours, or a client library's) the TLS setting and the retry policy; returns it."""
+    retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0, backoff_factor=0.2,
+                  allowed_methods=IDEMPOTENT, status_forcelist=TRANSIENT_STATUSES, raise_on_status=False,
+                  respect_retry_after_header=False)
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.verify = tls_verify(verify, ca_bundle)
+    return session
+
+
+def session(verify: bool, ca_bundle: str, retries: int, auth: Any = None) -> requests.Session:
+    """A new session with ``auth`` (a requests auth, a (user, password) pair, or None), TLS and retries."""
+    made = configure(requests.Session(), verify, ca_bundle, retries)
+    made.auth = auth
+    return made
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None when it says nothing."""
+    value = (headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def error_for_status(system: str, status: int, message: str, retry_after: float | None = None) -> IntegrationError:
+    """The error an HTTP error status means; ``retry_after`` is kept by a 429's RateLimited."""
+    if status in (401, 403):
+        return AuthFailed(system, message, status)
+    if status == 404:
+        return NotFound(system, message, status)
+    if status == 409:
+        return Conflict(system, message, status)
+    if status == 429:
+        return RateLimited(system, message, retry_after, status)
+    if status >= 500:
+        return Unavailable(system, message, status)
+    if status >= 400:
+        return InvalidRequest(system, message, status)
+    return IntegrationError(system, message, status)
+
+
+def transport_error(system: str, exc: requests.RequestException, timeout: float) -> IntegrationError:
+    """What a request that got no answer means: timeouts and refused connections are worth retrying later."""
+    # Once urllib3's retries are spent, a read timeout arrives as a ConnectionError wrapping it.
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(exc, requests.Timeout) or isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+        return Unavailable(system, f"no answer within {timeout:g}s")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return IntegrationError(system, "TLS handshake failed: check tls_verify and ca_bundle")
+    if isinstance(exc, requests.ConnectionError):
+        return Unavailable(system, f"cannot connect ({type(exc).__name__})")
+    return IntegrationError(system, f"request failed ({type(exc).__name__})")
+
+
+def scrub(text: str, *secrets: str, mask: str = "***") -> str:
+    """``text`` with each non-empty secret replaced by ``mask``: for messages a system may have echoed one into."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, mask)
+    return text
