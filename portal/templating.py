@@ -9,7 +9,7 @@ from flask_login import current_user
 
 from portal.services.access import navigation
 from portal.services.naming import MAX_APPLICATION, MAX_PROJECT
-from portal.services.provisioning.steps import CHAIN
+from portal.services.provisioning.chain import step_label
 
 
 def ago(value: datetime | None) -> str:
@@ -29,7 +29,7 @@ def when(value: datetime | None) -> str:
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["ago"] = ago
     app.jinja_env.filters["when"] = when
-    app.jinja_env.globals["step_labels"] = {s.name: s.label for s in CHAIN}
+    app.jinja_env.globals["step_label"] = step_label
     app.jinja_env.globals["name_limits"] = {"project": MAX_PROJECT, "application": MAX_APPLICATION}
 
     @app.context_processor

@@ -226,3 +226,16 @@ def image_builder(session_tmp):
     builder.base_image = builder.busybox_base()
     yield builder
     builder.remove_all()
+
+
+@pytest.fixture
+def world(app, redis_server):
+    """The fakes' shared world (in Redis), reset; and a registered cluster bound to each seeded team."""
+    from tests.fakes.world import FakeWorld
+    from tests.provisioning_support import bind_clusters
+
+    w = FakeWorld(redis_server.url)
+    w.reset()
+    bind_clusters()
+    yield w
+    w.close()

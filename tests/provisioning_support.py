@@ -7,14 +7,15 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Application, ProvisioningRun, Team
-from portal.services.provisioning.steps import CHAIN
+from portal.services.provisioning.chain import chain
 from tests.fakes.world import FakeWorld
 
 FAKE_PROVIDERS = {
     kind: f"tests.fakes.providers:{cls}.from_settings"
     for kind, cls in (("scm", "FakeSourceControl"), ("ci", "FakeCIServer"), ("registry", "FakeImageRegistry"),
                       ("cluster", "FakeClusterAccess"), ("delivery", "FakeDelivery"), ("logs", "FakeLogStore"))
-}
+} | {"environments": "dev,prod"}
+ENVIRONMENTS = ("dev", "prod")
 FAST = {"provisioning_backoff": 0.01, "provisioning_backoff_max": 0.05, "provisioning_attempts": 4,
         "provisioning_lease": 1.5, "provisioning_sweep_interval": 0.3}
 
@@ -25,16 +26,37 @@ STEP_CREATES = {
     "source_webhook": ("scm.create_webhook", 0, "webhook"),
     "ci_job": ("ci.create_job", 0, "job"),
     "image_repository": ("registry.create_repository", 0, "image_repository"),
-    "namespace": ("cluster.ensure_namespace", 0, "namespace"),
-    "delivery_application": ("delivery.ensure_application", 0, "delivery_application"),
+    "delivery_project": ("delivery.ensure_project", 0, "delivery_project"),
+    "namespace:dev": ("cluster.ensure_namespace", 0, "namespace"),
+    "delivery_application:dev": ("delivery.ensure_application", 0, "delivery_application"),
+    "namespace:prod": ("cluster.ensure_namespace", 1, "namespace"),
+    "delivery_application:prod": ("delivery.ensure_application", 1, "delivery_application"),
 }
-STEP_NAMES = [s.name for s in CHAIN]
-EXPECTED_KINDS = {"repository": 2, "webhook": 1, "job": 1, "image_repository": 1, "namespace": 1,
-                  "delivery_application": 1}
+STEP_NAMES = [s.name for s in chain(ENVIRONMENTS)]
+EXPECTED_KINDS = {"repository": 2, "webhook": 1, "job": 1, "image_repository": 1, "delivery_project": 1,
+                  "namespace": 2, "delivery_application": 2}
+TEAM_SHARED = {"delivery_project"}  # one per team, kept while another application of the team uses it
+
+
+def bind_clusters() -> None:
+    """A registered cluster for each seeded team, as an admin would bind them (the fakes connect to any)."""
+    from portal.models import Cluster
+
+    for team in ("dev", "ops"):
+        db.session.add(Cluster(name=f"{team}-cluster", api_url=f"https://{team}.cluster.invalid:6443",
+                               teams=[Team.by_name(team)]))
+    db.session.commit()
 
 
 def owned(world: FakeWorld, kind: str, uid: str) -> dict[str, dict]:
-    return {i: rec for i, rec in world.objects(kind).items() if rec.get("owner") == uid}
+    """What of ``kind`` belongs to the application ``uid``: for team-shared kinds, its team's, while it exists."""
+    owner = uid
+    if kind in TEAM_SHARED:
+        app = db.session.scalar(select(Application).where(Application.uid == uid))
+        if app is None:
+            return {}
+        owner = f"team-{app.team.name}"
+    return {i: rec for i, rec in world.objects(kind).items() if rec.get("owner") == owner}
 
 
 def assert_fully_provisioned(world: FakeWorld, uid: str) -> None:

@@ -25,12 +25,6 @@ def app_overrides():
     return {**FAKE_PROVIDERS, **FAST, "build_poll_interval": 0.01}
 
 
-@pytest.fixture
-def world(app, redis_server) -> FakeWorld:
-    w = FakeWorld(redis_server.url)
-    w.reset()
-    yield w
-    w.close()
 
 
 @pytest.fixture

@@ -31,12 +31,6 @@ def app_overrides():
     return {**FAKE_PROVIDERS, **FAST}
 
 
-@pytest.fixture
-def world(app, redis_server) -> FakeWorld:
-    w = FakeWorld(redis_server.url)
-    w.reset()
-    yield w
-    w.close()
 
 
 @pytest.fixture
@@ -61,7 +55,8 @@ def test_creating_an_application_provisions_every_step_once(login, dev_member, s
     names = {r.step: r.name for r in db.session.scalars(select(ApplicationResource))}
     assert names["source_repository"] == "dev/shop-cart"
     assert names["deployment_repository"] == "dev/shop-cart-deploy"
-    assert names["namespace"] == "dev-shop-cart-dev"
+    assert names["namespace:dev"] == "dev-shop-cart-dev" and names["namespace:prod"] == "dev-shop-cart-prod"
+    assert names["delivery_project"] == "dev"
     page = c.get("/t/dev/shop/cart")
     assert "Run #" in page.text and "succeeded" in page.text and "shop-cart-deploy" in page.text
 
@@ -97,9 +92,10 @@ def test_permanent_failure_stops_at_the_step_and_retry_completes(login, dev_memb
     assert "project quota exceeded" in failed.last_error and "project quota exceeded" in run.error
     later = run.steps[index + 1:]
     assert all(s.state == StepState.PENDING and s.attempts == 0 for s in later)
-    for s in later:  # untouched: nothing of theirs exists outside
+    made = {STEP_CREATES[s.name][2] for s in run.steps[:index + 1]}
+    for s in later:  # untouched: nothing of theirs exists outside (kinds an earlier step also makes aside)
         _, _, later_kind = STEP_CREATES[s.name]
-        if later_kind != kind:
+        if later_kind not in made:
             assert not owned(world, later_kind, app.uid)
     panel = c.get("/t/dev/shop/cart/provisioning", headers=HTMX)
     assert panel.status_code == 286  # the run is over: polling stops
@@ -129,7 +125,7 @@ def test_transient_errors_past_the_budget_fail_the_step(login, dev_member, shop,
     world.fail("cluster.ensure_namespace", "transient", times=None, message="connection refused")
     create(login(dev_member))
     run = latest_run(app_named("cart").id)
-    step = next(s for s in run.steps if s.name == "namespace")
+    step = next(s for s in run.steps if s.name == "namespace:dev")
     assert step.state == StepState.FAILED
     assert step.attempts == app.config["PORTAL"].provisioning_attempts
     assert "gave up after 4 attempts" in step.last_error and "connection refused" in step.last_error

@@ -24,6 +24,8 @@ KNOWN: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
 KNOWN["scm"]["gitlab"] = "integrations.gitlab:GitLabSourceControl.from_settings"
 KNOWN["ci"]["jenkins"] = "integrations.jenkins:JenkinsCIServer.from_settings"
 KNOWN["registry"]["nexus"] = "integrations.nexus:NexusImageRegistry.from_settings"
+KNOWN["cluster"]["kubernetes"] = "integrations.kubernetes:KubernetesConnector.from_settings"
+KNOWN["delivery"]["argocd"] = "integrations.argocd:ArgoCDDelivery.from_settings"
 
 
 class ProviderConfigError(ValueError):

@@ -271,7 +271,9 @@ class FakeClusterAccess(FakeProvider):
 
     @operation
     def check(self) -> ClusterCheck:
-        return ClusterCheck(version="v1.37.2-fake", permissions={"create namespaces": True, "bind edit": True})
+        from integrations.kubernetes import PERMISSIONS  # the same permissions as the real adapter checks
+
+        return ClusterCheck(version="v1.37.2-fake", permissions={what: True for what in PERMISSIONS})
 
     @operation
     def find_namespace(self, name: str) -> ExternalResource | None:

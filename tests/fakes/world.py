@@ -49,7 +49,8 @@ OPERATIONS: frozenset[str] = frozenset(
 # Kinds of things the world holds; those marked "counter" get ids from a counter, the others are named by their name.
 KINDS: dict[str, str] = {
     "repository": "counter", "webhook": "counter", "job": "name", "build": "name", "image_repository": "name",
-    "namespace": "name", "manifest": "name", "delivery_application": "name",
+    "namespace": "name", "manifest": "name", "delivery_application": "name", "delivery_project": "name",
+    "delivery_cluster": "name",
 }
 ERRORS: dict[str, tuple[type[IntegrationError], int]] = {
     "transient": (Unavailable, 503), "permanent": (InvalidRequest, 422), "auth": (AuthFailed, 401),

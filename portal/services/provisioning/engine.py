@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import current_app
 from rq.timeouts import JobTimeoutException
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from integrations.errors import IntegrationError, NotFound, RateLimited
 from integrations.resources import ExternalResource
@@ -32,6 +32,7 @@ from portal.extensions import db
 from portal.models import (
     Application,
     ApplicationResource,
+    Cluster,
     Membership,
     MembershipStatus,
     Orphan,
@@ -45,9 +46,12 @@ from portal.models import (
 )
 from portal.models.base import utcnow
 from portal.services.hooks import webhook_secret
-from portal.services.secrets import has_secret, store_secret
+from portal.services.clusters import cluster_target, team_cluster
+from portal.services.secrets import has_secret, read_secret, store_secret
+from portal.services.team_resources import team_quota
 from portal.services.naming import ResourceNames
-from portal.services.provisioning.steps import BY_NAME, Step, StepContext
+from portal.services.provisioning.chain import step_for
+from portal.services.provisioning.steps import Step, StepContext
 from portal.services.providers import current_providers
 
 log = logging.getLogger(__name__)
@@ -125,26 +129,49 @@ def _append_log(step: ProvisioningStep, message: str) -> None:
     step.log = [*(step.log or []), line][-MAX_LOG_LINES:]
 
 
-def _context(app: Application, providers: Any, step: ProvisioningStep | None = None) -> StepContext:
+def step_context(app: Application | None, providers: Any, step: ProvisioningStep | None = None) -> StepContext:
+    """What a step may know and use: the application's names and resources, the team's members, secrets,
+    cluster and quota. Without an application (an orphan's removal) only the outside systems are there."""
     settings = current_app.config["PORTAL"]
+    connections: dict[str, Any] = {}
+
+    def target(name: str):
+        cluster = db.session.scalar(select(Cluster).where(Cluster.name == name))
+        if cluster is None:
+            raise NotFound("portal", f"cluster {name!r} is not registered (any more)")
+        return cluster_target(cluster)
+
+    def connect(name: str):
+        if name not in connections:
+            connections[name] = providers.get("cluster").connect(target(name))
+        return connections[name]
+
+    common = dict(public_url=settings.public_url, providers=providers, has_secret=has_secret,
+                  read_secret=read_secret, connect_cluster=connect, cluster_target=target)
+    if app is None:
+        return StepContext(owner="", names=None, description="", template="", **common)  # type: ignore[arg-type]
     known = {
         r.step: ExternalResource(system=r.system, kind=r.kind, external_id=r.external_id, name=r.name, url=r.url,
                                  owner=app.uid, attributes=dict(r.attributes or {}))
         for r in db.session.scalars(select(ApplicationResource).where(ApplicationResource.application_id == app.id))
     }
+    bound = team_cluster(app.team_id)
+    quota, limits = team_quota(app.team)
+    others = db.session.scalar(select(func.count()).select_from(Application).where(
+        Application.team_id == app.team_id, Application.id != app.id))
     return StepContext(
         owner=app.uid,
         names=ResourceNames(app.team.name, app.project.name, app.name),
         description=app.description,
         template=app.template,
-        public_url=settings.public_url,
-        providers=providers,
         known=known,
         log=(lambda msg: _append_log(step, msg)) if step is not None else (lambda msg: None),
         members=team_members(app.team_id),
         webhook_secret=webhook_secret(app.uid),
-        has_secret=has_secret,
         keep_secret=lambda name, value, username: store_secret(name, value, app.team_id, username),
+        cluster_name=bound.name if bound else "",
+        quota=quota, limits=limits, other_team_applications=others or 0,
+        **common,
     )
 
 
@@ -203,7 +230,7 @@ def _seconds_until(step: ProvisioningStep) -> float:
 def _attempt(run: ProvisioningRun, step: ProvisioningStep, providers: Any, settings) -> str:
     """One attempt at one step; commits its outcome. Returns 'next' or 'stop'."""
     app = db.session.get(Application, run.application_id) if run.application_id else None
-    definition = BY_NAME[step.name]
+    definition = step_for(step.name)
     step.state = StepState.RUNNING
     step.attempts += 1
     step.cycle_attempts += 1
@@ -215,7 +242,7 @@ def _attempt(run: ProvisioningRun, step: ProvisioningStep, providers: Any, setti
     try:
         if app is None:
             raise NotFound("portal", "the application no longer exists")
-        ctx = _context(app, providers, step)
+        ctx = step_context(app, providers, step)
         if run.kind == RunKind.DELETE:
             _remove(run, step, definition, ctx, app)
         else:
@@ -244,8 +271,13 @@ def _provide(step: ProvisioningStep, definition: Step, ctx: StepContext, app: Ap
         step.state = StepState.SKIPPED
         _append_log(step, f"skipped: nothing from step {definition.needs} to attach to")
         return
+    reason = definition.unavailable(ctx)
+    if reason:
+        step.state = StepState.SKIPPED
+        _append_log(step, f"skipped: {reason}")
+        return
     found = definition.find(ctx)
-    if found is not None and found.owner != ctx.owner:
+    if found is not None and found.owner != definition.owner(ctx):
         raise NotOurs(found.system, f"{found.kind} {found.name!r} exists but was not created by the portal for "
                                     "this application; refusing to adopt it. Remove or rename it, then retry.")
     if found is not None and not definition.converge:
@@ -293,9 +325,9 @@ def _remove(run: ProvisioningRun, step: ProvisioningStep, definition: Step, ctx:
         _append_log(step, "nothing to remove" if row is None else "cannot remove: provider not configured")
         return
     target = ctx.known.get(definition.name)
-    if target is None and (not definition.needs or definition.needs in ctx.known):
+    if target is None and (not definition.needs or definition.needs in ctx.known) and not definition.unavailable(ctx):
         found = definition.find(ctx)  # created, but the worker died before recording it
-        target = found if found is not None and found.owner == ctx.owner else None
+        target = found if found is not None and found.owner == definition.owner(ctx) else None
         if target is not None:
             # Recorded before removal, so that if removal fails it is reported as an orphan.
             row = _record(app, definition, target, adopted=True)
@@ -354,7 +386,7 @@ def _failed_attempt(run: ProvisioningRun, step: ProvisioningStep, exc: Integrati
             _orphan(run, step, row, message)
         db.session.commit()
         return "next"
-    finish_run(run, RunState.FAILED, f"{BY_NAME[step.name].label}: {message}")
+    finish_run(run, RunState.FAILED, f"{step_for(step.name).label}: {message}")
     return "stop"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -13,7 +14,7 @@ from portal.models import Application, Orphan, ProvisioningRun, ProvisioningStep
 from portal.models.base import utcnow
 from portal.services import audit
 from portal.services.access import is_maintainer, require_maintainer, require_visible, visible_team_ids
-from portal.services.provisioning.steps import CHAIN
+from portal.services.provisioning.chain import chain, environments_of, step_for
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,15 @@ class ProvisioningView:
 
 def new_run(app: Application, kind: RunKind, actor: User | None) -> ProvisioningRun:
     """Add a run with its steps to the session (the caller commits, then calls enqueue_run)."""
-    chain = list(reversed(CHAIN)) if kind == RunKind.DELETE else list(CHAIN)
+    steps = chain(environments_of(current_app.config["PORTAL"]))
+    steps = list(reversed(steps)) if kind == RunKind.DELETE else list(steps)
     run = ProvisioningRun(
         application_id=app.id, application_label=f"{app.team.name}/{app.project.name}/{app.name}",
         team_id=app.team_id, kind=kind, state=RunState.QUEUED, requested_by_id=actor.id if actor else None,
         requested_by_name=actor.username if actor else "portal", wake_at=utcnow(),
     )
     run.steps = [ProvisioningStep(position=i, name=s.name, state=StepState.PENDING, log=[], refs={})
-                 for i, s in enumerate(chain)]
+                 for i, s in enumerate(steps)]
     app.state = "deleting" if kind == RunKind.DELETE else "provisioning"
     db.session.add(run)
     return run
@@ -196,16 +198,15 @@ def retry_orphan_removal(actor: User, orphan_id: int) -> Orphan:
     """Try again to remove an orphan from its system (after its cause was fixed)."""
     from integrations.errors import IntegrationError, NotFound as GoneAlready
     from integrations.resources import ExternalResource
-    from portal.services.provisioning.steps import BY_NAME, StepContext
+    from portal.services.provisioning.engine import step_context
     from portal.services.providers import current_providers
 
     orphan = _orphan(actor, orphan_id)
-    definition = BY_NAME[orphan.step]
+    definition = step_for(orphan.step)
     providers = current_providers()
     if providers.get(definition.kind) is None:
         raise Conflict(f"No {definition.kind} provider is configured; it cannot be removed from here.")
-    ctx = StepContext(owner="", names=None, description="", template="", public_url="",  # type: ignore[arg-type]
-                      providers=providers)
+    ctx = step_context(None, providers)
     target = ExternalResource(system=orphan.system, kind=orphan.kind, external_id=orphan.external_id,
                               name=orphan.name, attributes=dict(orphan.attributes or {}))
     try:

@@ -10,16 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from integrations.cluster import NamespaceSpec
-from integrations.delivery import DeliverySpec
+from integrations.cluster import Limits, Quota
 from integrations.resources import ExternalResource
 from integrations.scm import Member, RepositorySpec, WebhookSpec
 from integrations.ci import JobSpec
 from portal.services.naming import ResourceNames
 from scaffolds import ScaffoldContext, render_deployment, render_source
-
-ENVIRONMENT = "dev"
-
 
 @dataclass
 class StepContext:
@@ -38,6 +34,15 @@ class StepContext:
     # The team's secrets store (encrypted at rest): whether a reference exists, and keeping a new value.
     has_secret: Callable[[str], bool] = lambda name: False
     keep_secret: Callable[[str, str, str], None] = lambda name, value, username: None
+    read_secret: Callable[[str], str | None] = lambda name: None
+    # The team's cluster: its registered name ("" when none is bound), and a way to connect to a cluster
+    # by name (the one a resource was made in may differ from today's binding).
+    cluster_name: str = ""
+    connect_cluster: Callable[[str], Any] = lambda name: None
+    cluster_target: Callable[[str], Any] = lambda name: None
+    quota: Quota = field(default_factory=Quota)
+    limits: Limits = field(default_factory=Limits)
+    other_team_applications: int = 0  # how many other applications the team has (shared things stay for them)
 
     def provider(self, kind: str) -> Any:
         return self.providers.get(kind)
@@ -63,6 +68,14 @@ class Step:
 
     def complete(self, ctx: StepContext, resource: ExternalResource) -> None:
         """Finish what hangs on the resource, whether just created or found and adopted (idempotent)."""
+
+    def unavailable(self, ctx: StepContext) -> str | None:
+        """Why the step cannot run for this application (it is then skipped, saying so), or None."""
+        return None
+
+    def owner(self, ctx: StepContext) -> str:
+        """The ownership marker of what this step makes: the application's, unless shared by the team."""
+        return ctx.owner
 
 
 UNCONFIGURED_REGISTRY = "registry.invalid"  # a reserved name: no registry is configured, images go nowhere
@@ -171,49 +184,3 @@ class ImageRepository(Step):
 
     def delete(self, ctx, resource):
         ctx.provider("registry").delete_repository(resource.external_id)
-
-
-class Namespace(Step):
-    name, label, kind = "namespace", "Namespace, quota and access", "cluster"
-    converge = True
-
-    def find(self, ctx):
-        return ctx.provider("cluster").find_namespace(ctx.names.namespace(ENVIRONMENT))
-
-    def create(self, ctx):
-        n = ctx.names
-        return ctx.provider("cluster").ensure_namespace(NamespaceSpec(
-            name=n.namespace(ENVIRONMENT), owner=ctx.owner, team_group=f"team:{n.team}",
-            labels={"portal.dev/team": n.team, "portal.dev/project": n.project,
-                    "portal.dev/application": n.application, "portal.dev/environment": ENVIRONMENT},
-        ))
-
-    def delete(self, ctx, resource):
-        ctx.provider("cluster").delete_namespace(resource.external_id)
-
-
-class DeliveryApplication(Step):
-    name, label, kind = "delivery_application", "Continuous delivery", "delivery"
-    converge = True
-
-    def find(self, ctx):
-        return ctx.provider("delivery").find_application(ctx.names.delivery_application(ENVIRONMENT))
-
-    def create(self, ctx):
-        n = ctx.names
-        deploy = ctx.known.get("deployment_repository")
-        return ctx.provider("delivery").ensure_application(DeliverySpec(
-            name=n.delivery_application(ENVIRONMENT), owner=ctx.owner, project=n.team,
-            repository_url=deploy.url if deploy else "", path="chart", values_file=f"values-{ENVIRONMENT}.yaml",
-            cluster=n.team, namespace=n.namespace(ENVIRONMENT),
-        ))
-
-    def delete(self, ctx, resource):
-        ctx.provider("delivery").delete_application(resource.external_id)
-
-
-CHAIN: tuple[Step, ...] = (
-    SourceRepository(), DeploymentRepository(), SourceWebhook(), CIJob(), ImageRepository(), Namespace(),
-    DeliveryApplication(),
-)
-BY_NAME: dict[str, Step] = {s.name: s for s in CHAIN}
