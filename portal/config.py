@@ -95,6 +95,7 @@ class Settings:
     argocd_namespace: str = setting("argocd", "Namespace of Argo CD in the central cluster.")
     argocd_url: str = setting("", "Argo CD API URL, for Sync now and Refresh (empty: declarative only).")
     argocd_token: str = setting("", "Argo CD API token (an account with applications get, sync).", secret=True)
+    deploy_timeout: int = setting(900, "Longest a deployment is watched for sync, health and ready pods, in seconds.")
     environments: str = setting("dev,staging,prod", "The environments of every application, in promotion order.")
     secret_keys: str = setting(
         "", "Fernet keys encrypting stored secrets, comma-separated; the first encrypts (empty: derived from "

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from portal.extensions import db
-from portal.models import Build, BuildState, MembershipStatus, Orphan, Role, RunKind, RunState, Team
+from portal.models import Build, BuildState, Deployment, DeploymentState, MembershipStatus, Orphan, Role, RunKind, RunState, Team
 from portal.services.provisioning.runs import new_run
 from tests.factories import ApplicationFactory, ClusterFactory, MembershipFactory, ProjectFactory, UserFactory, member_of
 
@@ -71,6 +71,12 @@ CASES: dict[str, Case] = {
     "builds.show": Case("GET", "/t/dev/alpha/web/builds/1", (LOGIN, 404, 200, 200, 200)),
     "builds.log": Case("GET", "/t/dev/alpha/web/builds/1/log?offset=0", (LOGIN, 404, 200, 200, 200)),
     "builds.rebuild": Case("POST", "/t/dev/alpha/web/builds/1/rebuild", (LOGIN, 404, 302, 302, 302)),
+    "deployments.index": Case("GET", "/t/dev/alpha/web/deployments", (LOGIN, 404, 200, 200, 200)),
+    # Rolling back to what already runs, and promoting nothing, are refused by the service for those who may act.
+    "deployments.rollback": Case("POST", "/t/dev/alpha/web/deployments/1/rollback", (LOGIN, 404, 409, 409, 409)),
+    "deployments.promote": Case("POST", "/t/dev/alpha/web/environments/dev/promote", (LOGIN, 404, 403, 409, 409)),
+    "deployments.sync": Case("POST", "/t/dev/alpha/web/environments/dev/sync", (LOGIN, 404, 409, 409, 409)),
+    "deployments.refresh": Case("POST", "/t/dev/alpha/web/environments/dev/refresh", (LOGIN, 404, 409, 409, 409)),
     # No session or role counts for webhooks: an empty body is refused for everyone alike.
     "hooks.gitlab": Case("POST", "/hooks/gitlab", (400, 400, 400, 400, 400)),
     "teams.index": Case("GET", "/teams", (LOGIN, 200, 200, 200, 200)),
@@ -110,6 +116,9 @@ def world(app) -> World:
     web = ApplicationFactory(project=alpha, name="web")
     failed = new_run(web, RunKind.CREATE, None)
     db.session.add(Build(application_id=web.id, number=1, commit_sha="a" * 40, state=BuildState.FAILED))
+    db.session.add(Deployment(application_id=web.id, number=1, environment="dev", kind="deploy",
+                              image_repository="registry.invalid/dev/alpha-web", image_tag="aaaaaaaa",
+                              deploy_commit="d" * 40, state=DeploymentState.HEALTHY, requested_by="build #1"))
     failed.state = RunState.FAILED
     queued = new_run(ApplicationFactory(project=alpha, name="busy"), RunKind.CREATE, None)
     db.session.flush()

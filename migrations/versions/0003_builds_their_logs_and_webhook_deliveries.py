@@ -1,4 +1,4 @@
-"""Builds, their logs, webhook deliveries, stored secrets, cluster credentials, team resource defaults
+"""Builds and deployments, build logs, webhook deliveries, stored secrets, cluster credentials, team resource defaults
 
 Revision ID: 0003
 Revises: 0002
@@ -100,10 +100,41 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_build_log_chunks')),
     sa.UniqueConstraint('build_id', 'offset', name=op.f('uq_build_log_chunks_build_id_offset'))
     )
-    
+
+    op.create_table('deployments',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('application_id', sa.Integer(), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('environment', sa.String(length=40), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('state', sa.Enum('committed', 'synced', 'healthy', 'degraded', 'failed', 'timed_out', 'superseded', name='deployment_state', native_enum=False, length=20), nullable=False),
+    sa.Column('build_id', sa.Integer(), nullable=True),
+    sa.Column('image_repository', sa.String(length=300), nullable=False),
+    sa.Column('image_tag', sa.String(length=128), nullable=False),
+    sa.Column('image_digest', sa.String(length=100), nullable=False),
+    sa.Column('source_commit', sa.String(length=64), nullable=False),
+    sa.Column('deploy_commit', sa.String(length=64), nullable=False),
+    sa.Column('requested_by', sa.String(length=200), nullable=False),
+    sa.Column('sync_status', sa.String(length=40), nullable=False),
+    sa.Column('health_status', sa.String(length=40), nullable=False),
+    sa.Column('pods', sa.String(length=40), nullable=False),
+    sa.Column('message', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('healthy_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['application_id'], ['applications.id'], name=op.f('fk_deployments_application_id_applications'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['build_id'], ['builds.id'], name=op.f('fk_deployments_build_id_builds'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deployments')),
+    sa.UniqueConstraint('application_id', 'number', name=op.f('uq_deployments_application_id_number'))
+    )
+    with op.batch_alter_table('deployments', schema=None) as batch_op:
+        batch_op.create_index('ix_deployments_application_id_environment', ['application_id', 'environment', 'number'], unique=False)
 
 
 def downgrade():
+    with op.batch_alter_table('deployments', schema=None) as batch_op:
+        batch_op.drop_index('ix_deployments_application_id_environment')
+    op.drop_table('deployments')
     with op.batch_alter_table('teams', schema=None) as batch_op:
         batch_op.drop_column('resource_defaults')
     with op.batch_alter_table('clusters', schema=None) as batch_op:

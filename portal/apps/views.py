@@ -10,7 +10,7 @@ from portal.errors import ValidationFailed
 from portal.forms import show_errors
 from portal.htmx import is_htmx, redirect_to, render, retarget, trigger
 from portal.listing_args import page_arg, text_arg
-from portal.services import access, applications, builds, projects
+from portal.services import access, applications, builds, deployments, projects
 from portal.services.provisioning import runs
 from portal.services.stacks import STACKS, is_stack, stack_choices
 
@@ -81,7 +81,9 @@ def show(team: str, project: str, app: str):
     items = builds.recent_builds(current_user, application)
     return render("apps/show.html", app=application, view=runs.provisioning_view(current_user, application),
                   can_delete=access.is_maintainer(current_user, application.team_id),
-                  builds=items, active=any(not b.state.over for b in items))
+                  builds=items, active=any(not b.state.over for b in items),
+                  environments=deployments.environments_view(current_user, application),
+                  can_promote=access.is_maintainer(current_user, application.team_id))
 
 
 @bp.route("/t/<team>/<project>/<app>/delete", methods=["POST"])

@@ -2,7 +2,7 @@
 
 from portal.models.account import Membership, MembershipStatus, Role, Team, User
 from portal.models.audit import AuditEvent
-from portal.models.build import Build, BuildLogChunk, BuildState, HookDelivery
+from portal.models.build import Build, BuildLogChunk, BuildState, Deployment, DeploymentState, HookDelivery
 from portal.models.cluster import Cluster
 from portal.models.project import Application, Project
 from portal.models.secret import StoredSecret
@@ -30,6 +30,8 @@ __all__ = [
     "Build",
     "BuildLogChunk",
     "BuildState",
+    "Deployment",
+    "DeploymentState",
     "HookDelivery",
     "Cluster",
     "Membership",

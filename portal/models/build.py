@@ -95,3 +95,54 @@ class HookDelivery(db.Model):
     event_id: Mapped[str] = mapped_column(String(100))
     outcome: Mapped[str] = mapped_column(String(200), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class DeploymentState(str, enum.Enum):
+    COMMITTED = "committed"  # the image is in the environment's values file; the deployer has not caught up
+    SYNCED = "synced"  # the deployer applied that commit
+    HEALTHY = "healthy"  # ... and the application is healthy with every pod ready
+    DEGRADED = "degraded"
+    FAILED = "failed"  # the deployer's sync failed
+    TIMED_OUT = "timed_out"
+    SUPERSEDED = "superseded"  # a newer deployment of the environment came before this one finished
+
+    @property
+    def over(self) -> bool:
+        return self not in (DeploymentState.COMMITTED, DeploymentState.SYNCED)
+
+
+class Deployment(db.Model):
+    """An image put into one environment by a commit to the deployment repository: a deploy after a build,
+    a rollback to an earlier image, or a promotion from the previous environment."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        UniqueConstraint("application_id", "number"),
+        Index("ix_deployments_application_id_environment", "application_id", "environment", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    environment: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(20))  # deploy | rollback | promote
+    state: Mapped[DeploymentState] = mapped_column(_enum(DeploymentState, "deployment_state"),
+                                                   default=DeploymentState.COMMITTED)
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    image_repository: Mapped[str] = mapped_column(String(300))
+    image_tag: Mapped[str] = mapped_column(String(128))
+    image_digest: Mapped[str] = mapped_column(String(100), default="")
+    source_commit: Mapped[str] = mapped_column(String(64), default="")  # the source commit the image was built from
+    deploy_commit: Mapped[str] = mapped_column(String(64), default="")  # the commit in the deployment repository
+    requested_by: Mapped[str] = mapped_column(String(200), default="")
+    sync_status: Mapped[str] = mapped_column(String(40), default="")
+    health_status: Mapped[str] = mapped_column(String(40), default="")
+    pods: Mapped[str] = mapped_column(String(40), default="")  # "2/3 ready"
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    healthy_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def image_reference(self) -> str:
+        return f"{self.image_repository}:{self.image_tag}"

@@ -187,7 +187,25 @@ def _finish(build: Build, state: BuildState, error: str, duration_ms: int | None
         _record_image(build)
     db.session.commit()
     log.info("build %s of application %s: %s", build.number, build.application_id, state.value)
+    if state == BuildState.SUCCEEDED:
+        _deploy(build)
     return state.value
+
+
+def _deploy(build: Build) -> None:
+    """The image goes to the first environment by a commit to the deployment repository."""
+    from portal.errors import DomainError
+    from portal.services.deployments import deploy_build
+
+    try:
+        deployment = deploy_build(build)
+    except (DomainError, IntegrationError) as exc:
+        _note(build, f"not deployed: {exc}")
+    else:
+        if deployment is not None:
+            _note(build, f"deploying to {deployment.environment}: commit {deployment.deploy_commit[:8]} "
+                         f"in the deployment repository")
+    db.session.commit()
 
 
 def _record_image(build: Build) -> None:

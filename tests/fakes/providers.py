@@ -400,8 +400,27 @@ class FakeDelivery(FakeProvider):
         record = self._existing("delivery_application", name)
         raw = self.world.redis.lrange(self.world.key("deployments", name), 0, -1)
         history = [DeliveryEvent(revision=r, deployed_at=at) for r, at in (x.decode().split(" ", 1) for x in raw)]
+        played = self.world.redis.hgetall(self.world.key("deployer", name))
+        if played:  # a test played the deployer: it synced this commit, with this health
+            return DeliveryStatus(sync=played[b"sync"].decode(), health=played[b"health"].decode(),
+                                  operation=played[b"operation"].decode(), revision=played[b"revision"].decode(),
+                                  history=history)
         return DeliveryStatus(sync="Synced", health="Healthy", operation="Succeeded" if history else "",
-                              revision=record["revision"], history=history)
+                              revision=self._head(record), history=history)
+
+    def _head(self, record: dict[str, Any]) -> str:
+        """Auto-sync: the application is at the head of its branch in the fake Git host, when it is one of its."""
+        for repository_id, repository in self.world.objects("repository").items():
+            if record["repository_url"] in (repository["url"], repository.get("clone_url")):
+                head = self.world.redis.hget(self.world.key("heads", repository_id), record["revision"])
+                return head.decode() if head else record["revision"]
+        return record["revision"]
+
+    def play(self, name: str, revision: str, sync: str = "Synced", health: str = "Healthy",
+             operation: str = "Succeeded") -> None:
+        """Play Argo CD's controller: the application is at ``revision`` with this sync, health and operation."""
+        self.world.redis.hset(self.world.key("deployer", name), mapping={
+            "revision": revision, "sync": sync, "health": health, "operation": operation})
 
     @operation
     def sync(self, name: str) -> None:

@@ -1,0 +1,60 @@
+"""An application's environments: what runs where, its deployment history, rollback, promotion, sync."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+from flask_login import current_user, login_required
+
+from portal.htmx import is_htmx, render
+from portal.services import access, applications, deployments
+
+bp = Blueprint("deployments", __name__)
+
+STOP_POLLING = 286
+
+
+def panel(app, status: int = 200):
+    views = deployments.environments_view(current_user, app)
+    active = any(d is not None and not d.state.over for v in views for d in [v.current])
+    if is_htmx() and request.method == "GET" and not active and status == 200:
+        status = STOP_POLLING
+    return render("deployments/_panel.html", app=app, environments=views, active=active, status=status,
+                  can_promote=access.is_maintainer(current_user, app.team_id))
+
+
+@bp.route("/t/<team>/<project>/<app>/deployments")
+@login_required
+def index(team: str, project: str, app: str):
+    return panel(applications.get_application(current_user, team, project, app))
+
+
+@bp.route("/t/<team>/<project>/<app>/deployments/<int:number>/rollback", methods=["POST"])
+@login_required
+def rollback(team: str, project: str, app: str, number: int):
+    application = applications.get_application(current_user, team, project, app)
+    deployments.rollback(current_user, application, number)
+    return panel(application)
+
+
+@bp.route("/t/<team>/<project>/<app>/environments/<environment>/promote", methods=["POST"])
+@login_required
+def promote(team: str, project: str, app: str, environment: str):
+    application = applications.get_application(current_user, team, project, app)
+    deployments.promote(current_user, application, environment)
+    return panel(application)
+
+
+@bp.route("/t/<team>/<project>/<app>/environments/<environment>/sync", methods=["POST"])
+@login_required
+def sync(team: str, project: str, app: str, environment: str):
+    application = applications.get_application(current_user, team, project, app)
+    deployments.sync_now(current_user, application, environment)
+    return panel(application)
+
+
+@bp.route("/t/<team>/<project>/<app>/environments/<environment>/refresh", methods=["POST"])
+@login_required
+def refresh(team: str, project: str, app: str, environment: str):
+    application = applications.get_application(current_user, team, project, app)
+    deployments.sync_now(current_user, application, environment, refresh_only=True)
+    return panel(application)
