@@ -7,6 +7,7 @@ health check. The admin kubeconfig is written to ``<state>/kubeconfig``.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import ssl
@@ -43,6 +44,15 @@ class Cluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
+
+    def inline_kubeconfig(self) -> str:
+        """The admin kubeconfig with its CA, certificate and key embedded (``*-data``), as one text: what an
+        admin pastes into the portal's cluster registry, and what Argo CD can use from a cluster Secret."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+        for holder, key in ((cluster, "certificate-authority"), (user, "client-certificate"), (user, "client-key")):
+            holder[f"{key}-data"] = base64.b64encode(Path(holder.pop(key)).read_bytes()).decode()
+        return yaml.safe_dump(config)
 
     def start(self, timeout: float = 120.0) -> "Cluster":
         self.state.mkdir(parents=True, exist_ok=True)
