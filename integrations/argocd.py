@@ -25,25 +25,20 @@ application is gone and 403 only when the token lacks the permission: a REST 403
 
 Errors of both APIs: 401/403 AuthFailed, 404 NotFound, 409 Conflict, 400/422 InvalidRequest,
 429 RateLimited, 5xx and no answer Unavailable. Argo CD's 400 "another operation is already in
-progress" is a Conflict, like the declarative sync finding an ``.operation`` already there.
+progress" is a Conflict, like the declarative sync finding an ``.operation`` already there. The central
+cluster is spoken to, and its errors translated, by ``integrations.kubernetes_api``, as the team clusters are.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import threading
+import functools
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import requests
-import urllib3
 from kubernetes import client as kube
-from kubernetes import config as kubeconfig
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-from urllib3.util.retry import Retry
 
 from integrations import http
 from integrations.argocd_manifests import (
@@ -52,13 +47,16 @@ from integrations.argocd_manifests import (
 )
 from integrations.cluster import ClusterTarget
 from integrations.delivery import DeliveryProjectSpec, DeliverySpec, DeliveryStatus
-from integrations.errors import Conflict, IntegrationError, InvalidRequest, NotFound, Unavailable
+from integrations.errors import Conflict, IntegrationError, InvalidRequest
+from integrations.kubernetes_api import Kind, KubernetesAPI, api_client_from_file
 from integrations.resources import ExternalResource
 
-APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 IN_PROGRESS = "another operation is already in progress"
-KINDS = {"AppProject": "appprojects", "Application": "applications"}
+CENTRAL = "central"  # the name of the central cluster in the errors of its API
+PROJECT = Kind(API_VERSION, "AppProject", "appprojects", namespaced=True)
+APPLICATION = Kind(API_VERSION, "Application", "applications", namespaced=True)
+SECRET = Kind("v1", "Secret", "secrets", namespaced=True)
 
 
 class ArgoCDDelivery:
@@ -78,9 +76,10 @@ class ArgoCDDelivery:
         self.timeout = timeout
         self.retries = retries
         self.field_manager = field_manager
-        self._kube_api = kube_api
-        self._client: kube.ApiClient | None = None
-        self._lock = threading.Lock()
+        make = kube_api if callable(kube_api) else functools.partial(api_client_from_file, kube_api, retries,
+                                                                     CENTRAL, SYSTEM)
+        # The token is masked in the central cluster's messages too.
+        self.central = KubernetesAPI(make, timeout, CENTRAL, system=SYSTEM, secrets=(token,))
         self._token = token
         self._session: requests.Session | None = None
         if self.url and token:
@@ -95,10 +94,7 @@ class ArgoCDDelivery:
                    verify=settings.tls_verify, ca_bundle=settings.ca_bundle)
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self.central.close()
         if self._session is not None:
             self._session.close()
 
@@ -109,17 +105,16 @@ class ArgoCDDelivery:
 
     def find_project(self, name: str) -> ExternalResource | None:
         """The team's AppProject, or None; its owner is None when the portal did not make it."""
-        found = self._find(self._path("AppProject", name))
+        found = self.central.get(self._path(PROJECT, name))
         return self._project(found) if found else None
 
     def ensure_project(self, spec: DeliveryProjectSpec) -> ExternalResource:
         """Create or converge the AppProject ``spec.name``; Conflict when another owner has that name."""
-        manifest = project_manifest(spec, self.namespace)
-        return self._project(self._apply(self._path("AppProject", spec.name), manifest, spec.owner))
+        return self._project(self._apply(PROJECT, project_manifest(spec, self.namespace), spec.owner))
 
     def delete_project(self, name: str) -> None:
         """Delete the AppProject; NotFound when it is gone."""
-        self._kube("DELETE", self._path("AppProject", name))
+        self.central.request("DELETE", self._path(PROJECT, name))
 
     def _project(self, obj: dict[str, Any]) -> ExternalResource:
         spec = obj.get("spec") or {}
@@ -133,7 +128,7 @@ class ArgoCDDelivery:
 
     def find_cluster(self, name: str) -> ExternalResource | None:
         """The cluster Secret of the team cluster ``name``, or None (never its credentials)."""
-        found = self._find(self._secret_path(cluster_secret_name(name)))
+        found = self.central.get(self._path(SECRET, cluster_secret_name(name)))
         if not found:
             return None
         data = found.get("data") or {}
@@ -146,15 +141,14 @@ class ArgoCDDelivery:
     def register_cluster(self, target: ClusterTarget, owner: str) -> ExternalResource:
         """Create or converge the Argo CD cluster Secret of ``target``; Conflict when another owner has its name."""
         secret, shown = cluster_secret(target, owner, self.namespace)
-        path = self._secret_path(secret["metadata"]["name"])
         # What an error message could echo of the credentials: the token, or the encoded data.
-        self._apply(path, secret, owner, target.token, *secret["data"].values())
+        self._apply(SECRET, secret, owner, target.token, *secret["data"].values())
         return ExternalResource(system=SYSTEM, kind="cluster", external_id=shown["secret"], name=target.name,
                                 url=self._cluster_url(shown["server"]), owner=owner, attributes=shown)
 
     def delete_cluster(self, name: str) -> None:
         """Delete the cluster Secret; NotFound when it is gone. Argo CD then forgets the cluster."""
-        self._kube("DELETE", self._secret_path(cluster_secret_name(name)))
+        self.central.request("DELETE", self._path(SECRET, cluster_secret_name(name)))
 
     def _cluster_url(self, server: str) -> str:
         return f"{self.url}/settings/clusters/{quote(server, safe='')}" if self.url and server else ""
@@ -163,31 +157,31 @@ class ArgoCDDelivery:
 
     def find_application(self, name: str) -> ExternalResource | None:
         """The Application, or None; its owner is None when the portal did not make it."""
-        found = self._find(self._path("Application", name))
+        found = self.central.get(self._path(APPLICATION, name))
         return self._application(found) if found else None
 
     def ensure_application(self, spec: DeliverySpec) -> ExternalResource:
         """Create or converge the Application ``spec.name``; Conflict when another owner has that name."""
-        manifest = application_manifest(spec, self.namespace)
-        return self._application(self._apply(self._path("Application", spec.name), manifest, spec.owner))
+        return self._application(self._apply(APPLICATION, application_manifest(spec, self.namespace), spec.owner))
 
     def delete_application(self, name: str) -> None:
         """Delete the Application; Argo CD deletes what it deployed, then the object (its finalizer).
 
         Until then the Application stays, with a deletionTimestamp. NotFound when it is gone.
         """
-        self._kube("DELETE", self._path("Application", name))
+        self.central.request("DELETE", self._path(APPLICATION, name))
 
     def status(self, name: str) -> DeliveryStatus:
         """The Application's sync, health, last operation and history as Argo CD last wrote them."""
-        return delivery_status(self._kube("GET", self._path("Application", name)))
+        return delivery_status(self.central.request("GET", self._path(APPLICATION, name)))
 
     def sync(self, name: str) -> None:
         """Ask Argo CD to sync the application to its revision now, pruning; it runs asynchronously.
 
         Conflict while another operation runs; InvalidRequest while the application is being deleted.
         """
-        app = self._kube("GET", self._path("Application", name))
+        path = self._path(APPLICATION, name)
+        app = self.central.request("GET", path)
         if self._session is not None:
             self._rest("POST", f"/api/v1/applications/{quote(name, safe='')}/sync",
                        json={"name": name, "prune": True, "project": app["spec"].get("project") or "default"})
@@ -203,21 +197,20 @@ class ArgoCDDelivery:
                                  "operation": sync_operation(app, self.field_manager)}
         if (app.get("status") or {}).get("operationState"):
             patch["status"] = {"operationState": None}
-        self._kube("PATCH", self._path("Application", name), patch, content_type=MERGE,
-                   query={"fieldManager": self.field_manager})
+        self.central.request("PATCH", path, patch, content_type=MERGE, query=[("fieldManager", self.field_manager)])
 
     def refresh(self, name: str) -> None:
         """Ask Argo CD to compare the application with its repository again now."""
-        path = self._path("Application", name)
+        path = self._path(APPLICATION, name)
         if self._session is not None:
-            project = self._kube("GET", path)["spec"].get("project") or "default"
+            project = self.central.request("GET", path)["spec"].get("project") or "default"
             # Argo CD answers once its controller has refreshed the application (it waits for the
             # annotation to go), so a slow controller shows as a timeout here.
             self._rest("GET", f"/api/v1/applications/{quote(name, safe='')}",
                        params={"refresh": "normal", "project": project})
             return
-        self._kube("PATCH", path, {"metadata": {"annotations": {REFRESH: "normal"}}}, content_type=MERGE,
-                   query={"fieldManager": self.field_manager})
+        self.central.request("PATCH", path, {"metadata": {"annotations": {REFRESH: "normal"}}}, content_type=MERGE,
+                             query=[("fieldManager", self.field_manager)])
 
     def _application(self, obj: dict[str, Any]) -> ExternalResource:
         spec = obj.get("spec") or {}
@@ -238,75 +231,17 @@ class ArgoCDDelivery:
 
     # --- the central cluster's API ---------------------------------------------------------------
 
-    def _path(self, kind: str, name: str) -> str:
-        return f"/apis/{API_VERSION}/namespaces/{self.namespace}/{KINDS[kind]}/{name}"
+    def _path(self, kind: Kind, name: str) -> str:
+        return kind.path(name, self.namespace)
 
-    def _secret_path(self, name: str) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/secrets/{name}"
-
-    def _find(self, path: str) -> dict[str, Any] | None:
-        try:
-            return self._kube("GET", path)
-        except NotFound:
-            return None
-
-    def _apply(self, path: str, manifest: dict[str, Any], owner: str, *secrets: str) -> dict[str, Any]:
-        current = self._find(path)
+    def _apply(self, kind: Kind, manifest: dict[str, Any], owner: str, *secrets: str) -> dict[str, Any]:
+        """Server-side apply of ``manifest``, unless an object of its name is not ``owner``'s: Conflict."""
+        path = self._path(kind, manifest["metadata"]["name"])
+        current = self.central.get(path)
         if current is not None and owner_of(current) != owner:
             raise Conflict(SYSTEM, f"{manifest['kind']} {manifest['metadata']['name']} exists and is not owned by "
                                    f"{owner} (owner: {owner_of(current) or 'none'})", 409)
-        return self._kube("PATCH", path, manifest, content_type=APPLY, secrets=secrets,
-                          query={"fieldManager": self.field_manager, "force": "true"})
-
-    def _api(self) -> kube.ApiClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._kube_api() if callable(self._kube_api) else self._new_client(self._kube_api)
-            return self._client
-
-    def _new_client(self, path: str) -> kube.ApiClient:
-        configuration = kube.Configuration()
-        try:
-            if path:
-                kubeconfig.load_kube_config(config_file=path, client_configuration=configuration)
-            else:
-                kubeconfig.load_incluster_config(client_configuration=configuration)
-        except (ConfigException, OSError) as exc:
-            where = f"the kubeconfig {path}" if path else "the in-cluster service account"
-            raise IntegrationError(SYSTEM, f"cannot use {where} to reach the central cluster: {exc}") from exc
-        # Reads are retried after a connection error or a 5xx; writes only when no connection was made.
-        configuration.retries = Retry(total=self.retries, connect=self.retries, read=self.retries,
-                                      status=self.retries, other=0, backoff_factor=0.2, raise_on_status=False,
-                                      allowed_methods=http.IDEMPOTENT, status_forcelist=http.TRANSIENT_STATUSES,
-                                      respect_retry_after_header=False)
-        return kube.ApiClient(configuration)
-
-    def _kube(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-              query: dict[str, str] | None = None, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
-        api = self._api()
-        request = api.param_serialize(method, path, query_params=list((query or {}).items()),
-                                      header_params={"Accept": "application/json", "Content-Type": content_type},
-                                      body=body, auth_settings=["BearerToken"])
-        where = f"{method} {path}"
-        try:
-            response = api.call_api(*request, _request_timeout=self.timeout)
-            response.read()
-        except ApiException as exc:  # how the client reports a TLS failure
-            raise IntegrationError(SYSTEM, f"TLS with the central cluster failed ({where})") from exc
-        except urllib3.exceptions.HTTPError as exc:
-            reason = getattr(exc, "reason", None) or exc
-            if isinstance(reason, urllib3.exceptions.SSLError):
-                raise IntegrationError(SYSTEM, f"TLS with the central cluster failed ({where})") from exc
-            # urllib3's NewConnectionError (refused, no route) is a ConnectTimeoutError too, for history's sake.
-            timed_out = isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
-                reason, urllib3.exceptions.NewConnectionError)
-            what = f"no answer within {self.timeout:g}s" if timed_out else f"cannot connect ({type(reason).__name__})"
-            raise Unavailable(SYSTEM, f"central cluster {api.configuration.host}: {what} ({where})") from exc
-        if response.status >= 400:
-            message = http.scrub(f"{_kube_message(response)} ({where}, HTTP {response.status})", self._token, *secrets)
-            error = http.error_for_status(SYSTEM, response.status, message, http.retry_after(response.headers))
-            raise error from ApiException(http_resp=response)
-        return json.loads(response.data) if response.data else {}
+        return self.central.apply(path, manifest, self.field_manager, secrets)
 
     # --- Argo CD's REST API ----------------------------------------------------------------------
 
@@ -327,15 +262,6 @@ class ArgoCDDelivery:
             return response.json()
         except ValueError as exc:
             raise IntegrationError(SYSTEM, f"the answer to {method} {path} is not JSON") from exc
-
-
-def _kube_message(response: Any) -> str:
-    """The API server's own message: a Status object's ``message``, else the start of the body."""
-    try:
-        body = json.loads(response.data)
-        return str(body.get("message") or body.get("reason") or response.reason)
-    except (ValueError, AttributeError):
-        return (response.data or b"").decode("utf-8", "replace").strip()[:300] or str(response.reason)
 
 
 def _argocd_message(response: requests.Response) -> str:

@@ -34,12 +34,17 @@ def tls_verify(verify: bool, ca_bundle: str) -> bool | str:
     return (ca_bundle or True) if verify else False
 
 
+def retry_policy(retries: int) -> Retry:
+    """The retry policy as urllib3 takes it: for requests' sessions here, and for clients built on urllib3 alone
+    (the Kubernetes client's ``Configuration.retries``)."""
+    return Retry(total=retries, connect=retries, read=retries, status=retries, other=0, backoff_factor=0.2,
+                 allowed_methods=IDEMPOTENT, status_forcelist=TRANSIENT_STATUSES, raise_on_status=False,
+                 respect_retry_after_header=False)
+
+
 def configure(session: requests.Session, verify: bool, ca_bundle: str, retries: int) -> requests.Session:
     """Give ``session`` (one of ours, or a client library's) the TLS setting and the retry policy; returns it."""
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0, backoff_factor=0.2,
-                  allowed_methods=IDEMPOTENT, status_forcelist=TRANSIENT_STATUSES, raise_on_status=False,
-                  respect_retry_after_header=False)
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = HTTPAdapter(max_retries=retry_policy(retries))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.verify = tls_verify(verify, ca_bundle)

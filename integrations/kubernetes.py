@@ -80,7 +80,7 @@ class KubernetesCluster:
     def __init__(self, target: ClusterTarget, timeout: float, field_manager: str = objects.PORTAL):
         self.name = target.name
         self.field_manager = field_manager
-        self.api = KubernetesAPI(target, timeout)
+        self.api = KubernetesAPI.of(target, timeout)
         self.api_url = self.api.api_url
         self.fingerprint = fingerprint(target)
 

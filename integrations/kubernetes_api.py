@@ -2,7 +2,10 @@
 
 The official client builds the connection (TLS, bearer token, client certificates, kubeconfig auth plugins);
 this module sends every request through one place so that each one honours the timeout, asks for JSON and
-has its failure translated into ``integrations.errors`` with the API server's own ``Status.message``.
+has its failure translated into ``integrations.errors`` with the API server's own ``Status.message``, the
+request it answered and its HTTP status. Both Kubernetes-speaking adapters use it: the team clusters'
+(``integrations.kubernetes``) and Argo CD's, whose objects live in the central cluster (``integrations.argocd``);
+each names its own system in the errors.
 Resources named by apiVersion and kind are looked up in the server's discovery documents, kept in memory
 for the life of the connection (the dynamic client's discoverer would write a cache file shared by every
 process and cluster on the host, and sends its discovery requests without a timeout).
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +31,7 @@ from kubernetes.config.config_exception import ConfigException
 from integrations import http
 from integrations.cluster import ClusterTarget
 from integrations.errors import (
-    AuthFailed, IntegrationError, InvalidRequest, NotFound, RateLimited, Unavailable,
+    AuthFailed, IntegrationError, InvalidRequest, NotFound, Unavailable,
 )
 
 SYSTEM = "kubernetes"
@@ -87,37 +91,92 @@ def api_client(target: ClusterTarget) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
-class KubernetesAPI:
-    """Requests to one API server, with one timeout and one error translation; never shows its credentials."""
+def api_client_from_file(kubeconfig: str, retries: int, name: str, system: str = SYSTEM) -> k8s.ApiClient:
+    """An ApiClient from the kubeconfig file ``kubeconfig``, or ("") the in-cluster service account's, with
+    the adapters' retry policy (``http.retry_policy``); IntegrationError of ``system`` when it cannot be made."""
+    configuration = k8s.Configuration()
+    try:
+        if kubeconfig:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+    except (ConfigException, OSError) as exc:
+        where = f"the kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster service account"
+        raise IntegrationError(system, f"cannot use {where} to reach cluster {name!r}: {exc}") from exc
+    configuration.retries = http.retry_policy(retries)
+    return k8s.ApiClient(configuration)
 
-    def __init__(self, target: ClusterTarget, timeout: float):
-        self.name = target.name
-        self.client = api_client(target)
-        self.api_url = (target.api_url or self.client.configuration.host).rstrip("/")
+
+class KubernetesAPI:
+    """Requests to one API server, with one timeout and one error translation; never shows its credentials.
+
+    ``client`` is an ApiClient, or a factory of one called at the first request (and again after ``close()``),
+    so that a client that cannot be made is the error of that request. ``name`` is the cluster's, ``system``
+    the one the errors are of, and ``secrets`` are masked wherever the API server could echo them.
+    """
+
+    def __init__(self, client: k8s.ApiClient | Callable[[], k8s.ApiClient], timeout: float, name: str,
+                 system: str = SYSTEM, api_url: str = "", secrets: Iterable[str] = ()):
+        self.name = name
+        self.system = system
         self.timeout = timeout
-        self._secrets = tuple(s for s in (target.token, target.kubeconfig) if s)
+        self._make = None if isinstance(client, k8s.ApiClient) else client
+        self._client = client if isinstance(client, k8s.ApiClient) else None
+        self._api_url = api_url.rstrip("/")
+        self._secrets = tuple(s for s in secrets if s)
         self._kinds: dict[str, dict[str, Kind]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, target: ClusterTarget, timeout: float) -> "KubernetesAPI":
+        """The API server of the cluster ``target``, its client made now (InvalidRequest when it cannot be)."""
+        return cls(api_client(target), timeout, target.name, api_url=target.api_url,
+                   secrets=(target.token, target.kubeconfig))
 
     def __repr__(self) -> str:
         return f"KubernetesAPI(name={self.name!r}, api_url={self.api_url!r})"
 
+    @property
+    def client(self) -> k8s.ApiClient:
+        with self._lock:
+            if self._client is None:
+                assert self._make is not None
+                self._client = self._make()
+            return self._client
+
+    @property
+    def api_url(self) -> str:
+        """The API server's URL: the one given, else the client's host ("" until a factory's client is made)."""
+        client = self._client
+        return self._api_url or (client.configuration.host.rstrip("/") if client is not None else "")
+
     def close(self) -> None:
-        self.client.close()
+        """Close the client; a factory's is made again by the next request."""
+        with self._lock:
+            client = self._client
+            if self._make is not None:
+                self._client, self._kinds = None, {}
+        if client is not None:
+            client.close()
 
     def request(self, method: str, path: str, body: Any = None, query: list[tuple[str, Any]] | None = None,
-                content_type: str = "application/json") -> dict[str, Any]:
-        """Send one request; the decoded JSON answer, or the error it means."""
+                content_type: str = "application/json", secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """Send one request; the decoded JSON answer, or the error it means (``secrets`` masked in it too)."""
+        client = self.client
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        serialized = self.client.param_serialize(method, path, query_params=list(query or []),
-                                                 header_params=headers, body=body, auth_settings=["BearerToken"])
+        serialized = client.param_serialize(method, path, query_params=list(query or []),
+                                            header_params=headers, body=body, auth_settings=["BearerToken"])
+        where = f"{method} {path}"
         try:
-            response = self.client.call_api(*serialized, _request_timeout=self.timeout)
+            response = client.call_api(*serialized, _request_timeout=self.timeout)
             data = response.read()
         except (urllib3.exceptions.HTTPError, ApiException, OSError) as exc:
-            raise self._transport_error(exc) from exc
+            raise self._transport_error(exc, where) from exc
         if not 200 <= response.status <= 299:
-            raise self._status_error(response.status, data, response.headers)
+            error = self._status_error(response.status, _status_message(data) or str(response.reason), where,
+                                       response.headers, secrets)
+            # The cause without the body, which may hold what ``secrets`` masks.
+            raise error from ApiException(status=response.status, reason=response.reason)
         return json.loads(data) if data else {}
 
     def get(self, path: str, **query: Any) -> dict[str, Any] | None:
@@ -127,9 +186,10 @@ class KubernetesAPI:
         except NotFound:
             return None
 
-    def apply(self, path: str, manifest: dict[str, Any], field_manager: str) -> dict[str, Any]:
+    def apply(self, path: str, manifest: dict[str, Any], field_manager: str,
+              secrets: Iterable[str] = ()) -> dict[str, Any]:
         """Server-side apply of ``manifest`` at ``path`` by ``field_manager``, taking over conflicting fields."""
-        return self.request("PATCH", path, body=manifest, content_type=APPLY,
+        return self.request("PATCH", path, body=manifest, content_type=APPLY, secrets=secrets,
                             query=[("fieldManager", field_manager), ("force", "true")])
 
     def kind(self, api_version: str, kind: str) -> Kind:
@@ -144,7 +204,7 @@ class KubernetesAPI:
                     self._kinds[api_version] = known
             if kind in known:
                 return known[kind]
-        raise InvalidRequest(SYSTEM, f"{self.api_url} serves no kind {kind} in {api_version}", status=404)
+        raise InvalidRequest(self.system, f"{self.api_url} serves no kind {kind} in {api_version}", status=404)
 
     def _discover(self, api_version: str) -> dict[str, Kind]:
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
@@ -154,38 +214,36 @@ class KubernetesAPI:
 
     # --- errors ----------------------------------------------------------------------------------
 
-    def _transport_error(self, exc: Exception) -> IntegrationError:
-        reason = getattr(exc, "reason", None) if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    def _transport_error(self, exc: Exception, where: str) -> IntegrationError:
+        reason = (getattr(exc, "reason", None) if isinstance(exc, urllib3.exceptions.MaxRetryError) else None) or exc
         if isinstance(reason, urllib3.exceptions.SSLError) or (
-                isinstance(exc, ApiException) and "SSLError" in str(exc.reason)):
-            return IntegrationError(SYSTEM, f"TLS handshake with {self.api_url} failed: "
-                                            "check the cluster's CA certificate (or its verify setting)")
-        if isinstance(reason, (urllib3.exceptions.TimeoutError, TimeoutError)):
-            return Unavailable(SYSTEM, f"cannot reach {self.api_url}: no answer within {self.timeout:g}s")
-        return Unavailable(SYSTEM, f"cannot reach {self.api_url} ({type(reason or exc).__name__})")
+                isinstance(exc, ApiException) and "SSLError" in str(exc.reason)):  # how the client reports TLS
+            return IntegrationError(self.system, f"TLS handshake with {self.api_url} failed ({where}): check the "
+                                                 f"CA certificate of cluster {self.name!r} (or its verify setting)")
+        # urllib3's NewConnectionError (refused, no route) is a ConnectTimeoutError too, for history's sake.
+        timed_out = isinstance(reason, (urllib3.exceptions.TimeoutError, TimeoutError)) and not isinstance(
+            reason, urllib3.exceptions.NewConnectionError)
+        what = f"no answer within {self.timeout:g}s" if timed_out else f"cannot connect ({type(reason).__name__})"
+        return Unavailable(self.system, f"cannot reach {self.api_url}: {what} ({where})")
 
-    def _status_error(self, status: int, data: bytes, headers: Any) -> IntegrationError:
-        message = self._scrub(_status_message(data) or f"HTTP {status}")
+    def _status_error(self, status: int, said: str, where: str, headers: Any,
+                      secrets: Iterable[str]) -> IntegrationError:
+        message = http.scrub(f"{said} ({where}, HTTP {status})", *self._secrets, *secrets)
         if status == 401:
-            return AuthFailed(SYSTEM, f"{self.api_url} rejected the credentials of cluster {self.name!r} "
-                                      f"(expired or invalid): {message}", status)
-        if status == 403 and "exceeded quota" in message:
-            return InvalidRequest(SYSTEM, message, status)  # too big for the namespace's quota: retrying won't help
-        if status == 429:
-            return RateLimited(SYSTEM, message, http.retry_after(headers or {}), status)
+            return AuthFailed(self.system, f"{self.api_url} rejected the credentials of cluster {self.name!r} "
+                                           f"(expired or invalid): {message}", status)
+        if status == 403 and "exceeded quota" in message:  # too big for the namespace's quota: retrying won't help
+            return InvalidRequest(self.system, message, status)
         if status == 500 and any(marker in message for marker in _TYPED_PATCH):
-            return InvalidRequest(SYSTEM, message, status)
-        return http.error_for_status(SYSTEM, status, message)
-
-    def _scrub(self, text: str) -> str:
-        return http.scrub(text, *self._secrets)
+            return InvalidRequest(self.system, message, status)
+        return http.error_for_status(self.system, status, message, http.retry_after(headers or {}))
 
 
 def _status_message(data: bytes) -> str:
-    """The ``message`` of the API server's Status body, or the body itself when it is not one."""
+    """The ``message`` (else ``reason``) of the API server's Status body, or the body itself when it is not one."""
     text = (data or b"").decode("utf-8", "replace").strip()
     try:
         body = json.loads(text)
     except ValueError:
         return text[:500]
-    return str(body.get("message") or "") if isinstance(body, dict) else text[:500]
+    return str(body.get("message") or body.get("reason") or "") if isinstance(body, dict) else text[:500]

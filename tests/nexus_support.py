@@ -1,5 +1,6 @@
 """Shared by the Nexus tests (test_nexus.py, the contract; test_nexus_faults.py, the fake only): where the
-adapter points, the fake Nexus and the testbed's registry behind it, and real images pushed by Registry v2."""
+adapter points (the fake Nexus and the testbed's registry behind it, or a real Nexus the environment names),
+and real images pushed by Registry v2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass, field
 
@@ -17,10 +19,12 @@ from integrations import http
 from integrations.errors import NotFound
 from integrations.nexus import NexusImageRegistry
 from integrations.registry_v2 import RegistryV2
+from tests import real_servers
 from tests.fakes.nexus_server import FakeNexus
 
 OWNER, OTHER = "app-7f3a", "app-9b1c"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ENV = ("PORTAL_TEST_NEXUS_URL", "PORTAL_TEST_NEXUS_USER", "PORTAL_TEST_NEXUS_PASSWORD")
 
 
 @dataclass
@@ -35,6 +39,17 @@ class Target:
     def of(cls, fake: FakeNexus) -> "Target":
         """The fake Nexus, signed in as its administrator, as its own Docker endpoint."""
         return cls(fake.url, "admin", "admin123", fake.url, fake=fake)
+
+    @classmethod
+    def real(cls) -> "Target | None":
+        """The real Nexus named by ENV, its Docker endpoint PORTAL_TEST_NEXUS_DOCKER_URL or the same URL; None
+        for the fake (see test_nexus.py)."""
+        values = real_servers.configured("Nexus", ENV)
+        if values is None:
+            return None
+        url = values["PORTAL_TEST_NEXUS_URL"]
+        return cls(url, values["PORTAL_TEST_NEXUS_USER"], values["PORTAL_TEST_NEXUS_PASSWORD"],
+                   os.environ.get("PORTAL_TEST_NEXUS_DOCKER_URL") or url)
 
     def adapter(self, **overrides) -> NexusImageRegistry:
         options = dict(url=self.url, user=self.user, password=self.password, docker_url=self.docker_url,

@@ -2,9 +2,10 @@
 
 By default against the fake GitLab server (tests/fakes/gitlab_server.py). The contract tests run
 unchanged against a real GitLab when PORTAL_TEST_GITLAB_URL and PORTAL_TEST_GITLAB_TOKEN are set (a
-token with the api scope, Owner of the parent group); the parent group is
-PORTAL_TEST_GITLAB_PARENT_GROUP (default ``portal-test``) and must exist, and PORTAL_TEST_GITLAB_MEMBER
-names an existing user for the members test. Each test uses new names and deletes what it created.
+token with the api scope, Owner of the parent group; one of the two without the other fails the tests); the
+parent group is PORTAL_TEST_GITLAB_PARENT_GROUP (default ``portal-test``) and must exist, and
+PORTAL_TEST_GITLAB_MEMBER names an existing user for the members test. Each test uses new names and deletes
+what it created.
 
 The second part, fault injection, always runs against the fake, even when a real GitLab is configured:
 it needs a server that fails, throttles or hangs on demand.
@@ -30,10 +31,10 @@ from integrations.gitlab import GitLabSourceControl
 from integrations.resources import ExternalResource
 from integrations.scm import Member, RepositorySpec, SourceControl, WebhookSpec
 from portal.config import Settings
+from tests import real_servers
 from tests.fakes.gitlab_server import FakeGitLab
 
-REAL_URL = os.environ.get("PORTAL_TEST_GITLAB_URL", "")
-REAL_TOKEN = os.environ.get("PORTAL_TEST_GITLAB_TOKEN", "")
+ENV = ("PORTAL_TEST_GITLAB_URL", "PORTAL_TEST_GITLAB_TOKEN")
 PARENT = os.environ.get("PORTAL_TEST_GITLAB_PARENT_GROUP", "portal-test")
 FAKE_TOKEN = "glpat-fake-" + uuid.uuid4().hex
 TEAM = "contract"
@@ -70,8 +71,9 @@ def fake() -> Iterator[FakeGitLab]:
 
 @pytest.fixture
 def target(request) -> Target:
-    if REAL_URL and REAL_TOKEN:
-        return Target(REAL_URL, REAL_TOKEN, os.environ.get("PORTAL_TEST_GITLAB_MEMBER", ""), None)
+    real = real_servers.configured("GitLab", ENV)
+    if real:
+        return Target(real[ENV[0]], real[ENV[1]], os.environ.get("PORTAL_TEST_GITLAB_MEMBER", ""), None)
     server = request.getfixturevalue("fake")
     return Target(server.url, server.token, "alice", server)
 

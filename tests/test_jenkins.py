@@ -13,7 +13,6 @@ those tests start a fake of their own whatever the environment says.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import time
 import uuid
@@ -33,8 +32,6 @@ from tests import jenkins_support
 from tests.fakes.jenkins_server import FakeJenkins
 from tests.jenkins_support import OWNER, PARAMETERS, REPOSITORY, TOKEN, USER, spec
 
-ENV = ("PORTAL_TEST_JENKINS_URL", "PORTAL_TEST_JENKINS_USER", "PORTAL_TEST_JENKINS_TOKEN")
-REAL = all(os.environ.get(name) for name in ENV)
 ENDED = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.ABORTED)
 XML = {"Content-Type": "application/xml"}
 
@@ -75,10 +72,9 @@ class Raw:
 
 @pytest.fixture
 def target(request):
-    if not REAL and any(os.environ.get(name) for name in ENV):
-        pytest.fail(f"set all of {', '.join(ENV)} to test a real Jenkins, or none of them to test the fake")
-    if REAL:
-        return Target(*(os.environ[name] for name in ENV))
+    real = jenkins_support.real_jenkins()
+    if real:
+        return Target(*real)
     server = request.getfixturevalue("fake")
     return Target(server.url, USER, TOKEN, server)
 
@@ -114,7 +110,7 @@ def config_of(raw: Raw, path: str) -> ET.Element:
 
 
 def wait_for(poll: Callable[[], Build], done: Callable[[Build], bool], target: Target) -> Build:
-    deadline = time.monotonic() + (300 if REAL else 10)
+    deadline = time.monotonic() + (10 if target.server else 300)
     while True:
         build = poll()
         if done(build):

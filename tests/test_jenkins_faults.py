@@ -3,7 +3,6 @@ Jenkins' own message, timeouts, retries, the masked token, and the CSRF crumb. T
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any, Callable
@@ -16,9 +15,11 @@ from integrations.errors import (
     AuthFailed, Conflict, IntegrationError, InvalidRequest, NotFound, RateLimited, Unavailable,
 )
 from integrations.jenkins import JenkinsCIServer
+from testbed.process import free_port
 from tests import jenkins_support
 from tests.fakes.jenkins_server import FakeJenkins
 from tests.jenkins_support import JOB, OWNER, PARAMETERS, TOKEN, USER, spec
+from tests.real_servers import assert_translated
 
 # The fixtures shared with the other Jenkins tests: pytest finds them by these names.
 connect, fake, fake_ci = jenkins_support.connect, jenkins_support.fake, jenkins_support.fake_ci
@@ -63,11 +64,7 @@ def test_each_failure_is_translated_with_jenkins_message(fake, fake_ci, call, me
     fake.fail_next(method, where, status, headers=headers, body=body)
     with pytest.raises(error) as info:
         CALLS[call](fake_ci)
-    assert type(info.value) is error and info.value.system == "jenkins" and info.value.status == status
-    assert said in info.value.message and f"HTTP {status}" in info.value.message
-    assert info.value.__cause__ is not None and TOKEN not in str(info.value)
-    if error is RateLimited:
-        assert info.value.retry_after == 7.0
+    assert_translated(info.value, error, "jenkins", status, said, headers, TOKEN)
     CALLS[call](fake_ci)  # the fault was for one request only
 
 
@@ -93,9 +90,7 @@ def test_a_jenkins_that_does_not_answer_in_time_is_unavailable(fake, connect, ca
 
 
 def test_a_jenkins_that_is_not_there_is_unavailable(connect):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     adapter = connect(f"http://127.0.0.1:{port}", USER, TOKEN, retries=0)
     with pytest.raises(Unavailable, match=f"no answer from http://127.0.0.1:{port}/"):
         adapter.find_job(JOB)

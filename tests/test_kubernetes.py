@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +24,8 @@ from integrations.cluster import (
 )
 from integrations.errors import AuthFailed, Conflict, IntegrationError, InvalidRequest, NotFound, Unavailable
 from integrations.kubernetes import PERMISSIONS, KubernetesCluster, KubernetesConnector
+from testbed.process import free_port
+from tests.real_servers import wait_for
 
 RBAC = "rbac.authorization.k8s.io"
 # What the portal's identity is given in a cluster: what ``check()`` asks about, and what the tests apply.
@@ -43,18 +44,6 @@ TIMEOUT = 10.0
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(check, timeout: float = 60.0, what: str = "condition"):
-    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline, delay = time.monotonic() + timeout, 0.05
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    raise AssertionError(f"{what} not reached in {timeout:.0f} s")
 
 
 def spec_for(name: str, owner: str = "app-owner-1", team: str = "dev", **overrides) -> NamespaceSpec:
@@ -458,20 +447,18 @@ def test_deleting_a_namespace_removes_it_and_everything_in_it(portal, kube_api, 
 
 
 def test_an_unreachable_cluster_is_unavailable(ca_pem):
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()
     with socket.socket() as silent:  # accepts connections into its backlog and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         connector = KubernetesConnector(timeout=0.5)
         try:
-            for url, said in ((f"https://127.0.0.1:{port}", "cannot reach"),
+            for url, said in ((f"https://127.0.0.1:{port}", "cannot connect"),
                               (f"https://127.0.0.1:{silent.getsockname()[1]}", "no answer within 0.5s")):
                 cluster = connector.connect(ClusterTarget(name=url, api_url=url, ca_pem=ca_pem, token="t0ken"))
                 with pytest.raises(Unavailable) as unreachable:
                     cluster.check()
-                assert f"cannot reach {url}" in str(unreachable.value) and said in str(unreachable.value)
+                assert f"cannot reach {url}: {said}" in str(unreachable.value)
                 assert unreachable.value.transient
         finally:
             connector.close()

@@ -11,7 +11,6 @@ test_nexus_faults.py, always use the fake: only it can be told to fail.
 from __future__ import annotations
 
 import inspect
-import os
 import uuid
 
 import pytest
@@ -25,21 +24,13 @@ from integrations.registry_v2 import RegistryV2
 from tests import nexus_support
 from tests.nexus_support import OTHER, OWNER, Target, push_image
 
-REAL_NEXUS = bool(os.environ.get("PORTAL_TEST_NEXUS_URL"))
-
 # The fixtures shared with test_nexus_faults.py: pytest finds them by these names.
 fake, nexus, pusher = nexus_support.fake, nexus_support.nexus, nexus_support.pusher
 
 
 @pytest.fixture
 def target(request):
-    if REAL_NEXUS:
-        env = os.environ
-        url = env["PORTAL_TEST_NEXUS_URL"]
-        yield Target(url, env["PORTAL_TEST_NEXUS_USER"], env["PORTAL_TEST_NEXUS_PASSWORD"],
-                     env.get("PORTAL_TEST_NEXUS_DOCKER_URL") or url)
-        return
-    yield Target.of(request.getfixturevalue("fake"))
+    return Target.real() or Target.of(request.getfixturevalue("fake"))
 
 
 @pytest.fixture

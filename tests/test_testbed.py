@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import pytest
-import yaml
 from kubernetes import client, dynamic, watch
 from kubernetes.client.rest import ApiException
 
-ARGO = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "argocd"
-
-
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout} s")
+from testbed.argocd import install_argocd_crds
+from tests.real_servers import wait_for
 
 
 def deployment(name: str, replicas: int) -> dict:
@@ -108,17 +95,7 @@ def test_rbac_gives_a_user_one_namespace_and_a_real_403_elsewhere(kube_api, cont
 
 
 def test_argocd_crds_install_and_an_application_round_trips(kube_api, namespace):
-    ext = client.ApiextensionsV1Api(kube_api)
-    for name in ("application-crd.yaml", "appproject-crd.yaml"):
-        body = yaml.safe_load((ARGO / name).read_text())
-        try:
-            ext.create_custom_resource_definition(body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
-                         (ext.read_custom_resource_definition("applications.argoproj.io").status.conditions or [])),
-             what="Application CRD established")
+    assert install_argocd_crds(kube_api) == ["applications.argoproj.io", "appprojects.argoproj.io"]
     apps = dynamic.DynamicClient(kube_api).resources.get(api_version="argoproj.io/v1alpha1", kind="Application")
     spec = {"project": "default", "destination": {"server": "https://kubernetes.default.svc", "namespace": "shop"},
             "source": {"repoURL": "https://git.example/dev/shop-deploy.git", "path": "chart", "targetRevision": "main",
