@@ -239,3 +239,13 @@ def world(app, redis_server):
     bind_clusters()
     yield w
     w.close()
+
+
+@pytest.fixture
+def gitlab():
+    """The GitLab fake (a real HTTP server on loopback) with the portal's parent group."""
+    from tests.fakes.gitlab_server import FakeGitLab
+
+    with FakeGitLab() as server:
+        server.add_group("portal")
+        yield server

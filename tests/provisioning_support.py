@@ -88,3 +88,28 @@ def app_named(name: str) -> Application | None:
 
 def dev() -> Team:
     return Team.by_name("dev")
+
+
+def push_to_default_branch(app, application: Application, sha: str, message: str = "", author: str = "Dana",
+                           pushed_by: str = ""):
+    """Deliver GitLab's push event for ``sha`` on main of the application's source repository, as GitLab does
+    (https://docs.gitlab.com/user/project/integrations/webhook_events/#push-events); jobs run inline in the
+    tests, so the build (and what follows it) is over when this returns. Returns the build."""
+    import json
+    import uuid
+
+    from portal.models import ApplicationResource, Build
+    from portal.services.hooks import webhook_secret
+
+    source = db.session.scalar(select(ApplicationResource).where(
+        ApplicationResource.application_id == application.id, ApplicationResource.step == "source_repository"))
+    event = {"object_kind": "push", "ref": "refs/heads/main", "checkout_sha": sha, "after": sha,
+             "user_username": pushed_by, "project_id": int(source.external_id),
+             "commits": [{"id": sha, "message": message or f"change {sha[:4]}", "author": {"name": author},
+                          "url": ""}]}
+    resp = app.test_client().post("/hooks/gitlab", data=json.dumps(event), headers={
+        "X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": webhook_secret(application.uid),
+        "X-Gitlab-Event-UUID": str(uuid.uuid4()), "Content-Type": "application/json"})
+    assert resp.status_code == 202, resp.text
+    db.session.expire_all()
+    return db.session.scalar(select(Build).order_by(Build.id.desc()))

@@ -24,17 +24,11 @@ from portal.models import Application, ApplicationResource, Build, BuildState, R
 from portal.services.hooks import webhook_secret
 from portal.services.secrets import read_secret
 from tests.factories import ProjectFactory
-from tests.fakes.gitlab_server import FakeGitLab
 from tests.fakes.jenkins_server import FakeJenkins
 from tests.fakes.nexus_server import FakeNexus
 from tests.provisioning_support import FAST, latest_run
 
 
-@pytest.fixture
-def gitlab():
-    with FakeGitLab() as server:
-        server.add_group("portal")
-        yield server
 
 
 @pytest.fixture

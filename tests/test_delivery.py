@@ -6,7 +6,6 @@ nodes. Then the delete runs backwards through all of it; and the bad inputs end 
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -15,15 +14,13 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import (
-    Application, ApplicationResource, Build, Deployment, DeploymentState, Orphan, RunState, StepState, Team,
+    Application, ApplicationResource, Deployment, DeploymentState, Orphan, RunState, StepState, Team,
 )
-from portal.services.hooks import webhook_secret
 from testbed.argocd import install_argocd_crds
 from testbed.cluster import Cluster
 from tests.argocd_controller import ArgoCDStandIn
 from tests.factories import ProjectFactory
-from tests.fakes.gitlab_server import FakeGitLab
-from tests.provisioning_support import FAST, latest_run
+from tests.provisioning_support import FAST, latest_run, push_to_default_branch
 from tests.support import HTMX
 
 ARGOCD = "argocd"
@@ -53,11 +50,6 @@ def central(control_plane):
     api.close()
 
 
-@pytest.fixture
-def gitlab():
-    with FakeGitLab() as server:
-        server.add_group("portal")
-        yield server
 
 
 @pytest.fixture
@@ -101,14 +93,7 @@ def create(login, user, project: str, name: str = "web", team: str = "dev"):
 
 
 def push(app, application: Application, sha: str) -> None:
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == application.id, ApplicationResource.step == "source_repository"))
-    event = {"object_kind": "push", "ref": "refs/heads/main", "checkout_sha": sha,
-             "project_id": int(source.external_id), "commits": [{"id": sha, "message": "change", "author": {}}]}
-    resp = app.test_client().post("/hooks/gitlab", data=json.dumps(event), headers={
-        "X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": webhook_secret(application.uid),
-        "X-Gitlab-Event-UUID": str(uuid.uuid4()), "Content-Type": "application/json"})
-    assert resp.status_code == 202, resp.text
+    push_to_default_branch(app, application, sha)
 
 
 def deployments() -> list[Deployment]:

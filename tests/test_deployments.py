@@ -3,8 +3,6 @@ systems (the end-to-end run against real API servers is in test_delivery.py)."""
 
 from __future__ import annotations
 
-import json
-import uuid
 
 import pytest
 import yaml
@@ -16,10 +14,9 @@ from portal.errors import ValidationFailed
 from portal.extensions import db
 from portal.models import Application, ApplicationResource, Build, BuildState, Deployment, DeploymentState
 from portal.services.deployments import set_image
-from portal.services.hooks import webhook_secret
 from tests.factories import ProjectFactory
 from tests.fakes.providers import FakeDelivery, FakeSourceControl
-from tests.provisioning_support import FAKE_PROVIDERS, FAST
+from tests.provisioning_support import FAKE_PROVIDERS, FAST, push_to_default_branch
 from tests.support import HTMX
 
 VALUES = """# cart in dev. After each build the portal commits the new image tag here.
@@ -72,16 +69,7 @@ def cart(login, dev_maintainer, world):
 
 
 def push(app, cart: Application, sha: str) -> Build:
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == cart.id, ApplicationResource.step == "source_repository"))
-    event = {"object_kind": "push", "ref": "refs/heads/main", "checkout_sha": sha, "project_id": int(source.external_id),
-             "commits": [{"id": sha, "message": f"change {sha[:4]}", "author": {"name": "Dana"}}]}
-    resp = app.test_client().post("/hooks/gitlab", data=json.dumps(event), headers={
-        "X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": webhook_secret(cart.uid),
-        "X-Gitlab-Event-UUID": str(uuid.uuid4()), "Content-Type": "application/json"})
-    assert resp.status_code == 202, resp.text
-    db.session.expire_all()
-    return db.session.scalar(select(Build).order_by(Build.id.desc()))
+    return push_to_default_branch(app, cart, sha)
 
 
 def values(world, cart: Application, environment: str) -> dict:

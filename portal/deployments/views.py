@@ -28,33 +28,33 @@ def index(team: str, project: str, app: str):
     return panel(applications.get_application(current_user, team, project, app))
 
 
+# The actions answer with the panel they changed.
 @bp.route("/t/<team>/<project>/<app>/deployments/<int:number>/rollback", methods=["POST"])
 @login_required
 def rollback(team: str, project: str, app: str, number: int):
-    application = applications.get_application(current_user, team, project, app)
-    deployments.rollback(current_user, application, number)
-    return panel(application)
+    return _act(team, project, app, lambda application: deployments.rollback(current_user, application, number))
 
 
 @bp.route("/t/<team>/<project>/<app>/environments/<environment>/promote", methods=["POST"])
 @login_required
 def promote(team: str, project: str, app: str, environment: str):
-    application = applications.get_application(current_user, team, project, app)
-    deployments.promote(current_user, application, environment)
-    return panel(application)
+    return _act(team, project, app, lambda application: deployments.promote(current_user, application, environment))
 
 
 @bp.route("/t/<team>/<project>/<app>/environments/<environment>/sync", methods=["POST"])
 @login_required
 def sync(team: str, project: str, app: str, environment: str):
-    application = applications.get_application(current_user, team, project, app)
-    deployments.sync_now(current_user, application, environment)
-    return panel(application)
+    return _act(team, project, app, lambda application: deployments.sync_now(current_user, application, environment))
 
 
 @bp.route("/t/<team>/<project>/<app>/environments/<environment>/refresh", methods=["POST"])
 @login_required
 def refresh(team: str, project: str, app: str, environment: str):
+    return _act(team, project, app, lambda application: deployments.sync_now(
+        current_user, application, environment, refresh_only=True))
+
+
+def _act(team: str, project: str, app: str, action):
     application = applications.get_application(current_user, team, project, app)
-    deployments.sync_now(current_user, application, environment, refresh_only=True)
+    action(application)
     return panel(application)
