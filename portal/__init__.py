@@ -43,13 +43,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from portal.builds.views import bp as builds_bp
     from portal.dashboard.views import bp as dashboard_bp
     from portal.deployments.views import bp as deployments_bp
+    from portal.git.views import bp as git_bp
     from portal.hooks.views import bp as hooks_bp
     from portal.projects.views import bp as projects_bp
     from portal.provisioning.views import bp as provisioning_bp
     from portal.teams.views import bp as teams_bp
 
     for bp in (auth_bp, dashboard_bp, projects_bp, apps_bp, provisioning_bp, builds_bp, deployments_bp, teams_bp,
-               admin_bp, hooks_bp):
+               admin_bp, hooks_bp, git_bp):
         app.register_blueprint(bp)
     return app
 

@@ -43,6 +43,10 @@ def _default_database_url() -> str:
     return f"sqlite:///{INSTANCE_DIR / 'portal.sqlite3'}"
 
 
+def _default_git_root() -> str:
+    return str(INSTANCE_DIR / "git")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The portal's configuration. Field ``foo_bar`` is read from ``PORTAL_FOO_BAR``."""
@@ -74,6 +78,7 @@ class Settings:
     )
     provisioning_sweep_interval: float = setting(15.0, "Seconds between sweeps for runs whose worker died.")
     public_url: str = setting("http://127.0.0.1:5000", "The portal's own URL, for webhooks and links.")
+    git_root: str = setting(_default_git_root, "Where the built-in Git host keeps its bare repositories.")
     team_approval: bool = setting(
         False, "Joining a team at sign-up needs a maintainer's approval."
     )

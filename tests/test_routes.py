@@ -11,6 +11,7 @@ import pytest
 
 from portal.extensions import db
 from portal.models import Build, BuildState, Deployment, DeploymentState, MembershipStatus, Orphan, Role, RunKind, RunState, Team
+from portal.services import tokens
 from portal.services.provisioning.runs import new_run
 from tests.factories import ApplicationFactory, ClusterFactory, MembershipFactory, ProjectFactory, UserFactory, member_of
 
@@ -26,6 +27,7 @@ class World:
     failed_run_id: int
     queued_run_id: int
     orphan_id: int
+    token_id: int
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ CASES: dict[str, Case] = {
     "auth.logout": Case("POST", "/logout", (LOGIN, 302, 302, 302, 302)),
     "auth.pending": Case("GET", "/pending", (LOGIN, 302, 302, 302, 302)),
     "auth.account": Case("GET", "/account", (LOGIN, 200, 200, 200, 200)),
+    "auth.create_token": Case("POST", "/account/tokens", (LOGIN, 201, 201, 201, 201), {"name": "laptop"}),
+    # The world's token is the newcomer's: only an admin may revoke someone else's.
+    "auth.revoke_token": Case("POST", lambda w: f"/account/tokens/{w.token_id}/revoke", (LOGIN, 404, 404, 404, 302)),
     "dashboard.index": Case("GET", "/", (LOGIN, 200, 200, 200, 200)),
     "projects.index": Case("GET", "/projects", (LOGIN, 200, 200, 200, 200)),
     "projects.new": Case("GET", "/projects/new", (LOGIN, 200, 200, 200, 200)),
@@ -79,6 +84,9 @@ CASES: dict[str, Case] = {
     "deployments.refresh": Case("POST", "/t/dev/alpha/web/environments/dev/refresh", (LOGIN, 404, 409, 409, 409)),
     # No session or role counts for webhooks: an empty body is refused for everyone alike.
     "hooks.gitlab": Case("POST", "/hooks/gitlab", (400, 400, 400, 400, 400)),
+    # Git over HTTP: only a personal access token counts, never a session.
+    "git.smart_http": Case("GET", "/git/dev/alpha-web.git/info/refs?service=git-upload-pack",
+                           (401, 401, 401, 401, 401)),
     "teams.index": Case("GET", "/teams", (LOGIN, 200, 200, 200, 200)),
     "teams.create": Case("POST", "/teams", (LOGIN, 403, 403, 403, 302), {"name": "qa", "display_name": "QA"}),
     "teams.show": Case("GET", "/teams/dev", (LOGIN, 404, 200, 200, 200)),
@@ -131,9 +139,10 @@ def world(app) -> World:
     ApplicationFactory(project=omega, name="api")
     pending = MembershipFactory(user=UserFactory(username="waiting"), status=MembershipStatus.PENDING)
     newcomer = UserFactory(username="newcomer")
+    token = tokens.create_token(newcomer, "newcomer's laptop").token
     ClusterFactory(name="dev-cluster", teams=[Team.by_name("dev")])
     return World(pending_membership_id=pending.id, newcomer="newcomer", newcomer_id=newcomer.id,
-                 failed_run_id=failed.id, queued_run_id=queued.id, orphan_id=orphan.id)
+                 failed_run_id=failed.id, queued_run_id=queued.id, orphan_id=orphan.id, token_id=token.id)
 
 
 def _user_for(role: str):

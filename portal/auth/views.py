@@ -1,19 +1,26 @@
-"""Sign up, sign in, sign out, the waiting room, and the account page."""
+"""Sign up, sign in, sign out, the waiting room, and the account page with its personal access tokens."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
 
 from portal.auth.forms import LoginForm, PasswordForm, SignupForm
 from portal.auth.session import safe_next
 from portal.errors import ValidationFailed
 from portal.extensions import limiter
 from portal.forms import show_errors
-from portal.htmx import redirect_to, render
-from portal.services import accounts, teams
+from portal.htmx import is_htmx, redirect_to, render
+from portal.services import accounts, teams, tokens
 
 bp = Blueprint("auth", __name__)
+
+
+class TokenForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=tokens.MAX_NAME)])
 
 
 def _login_limit() -> str:
@@ -101,4 +108,40 @@ def account():
             return redirect_to(url_for("auth.account"))
     elif form.is_submitted():
         status = 422
-    return render("auth/account.html", form=form, status=status)
+    return _account_page(password_form=form, status=status)
+
+
+def _account_page(password_form: PasswordForm | None = None, token_form: TokenForm | None = None,
+                  new_token: tokens.NewToken | None = None, status: int = 200, block: str | None = None):
+    resp = render("auth/account.html", block=block, status=status,
+                  form=password_form or PasswordForm(formdata=None), token_form=token_form or TokenForm(formdata=None),
+                  new_token=new_token, tokens=tokens.list_tokens(current_user),
+                  git_base_url=current_app.config["PORTAL"].public_url.rstrip("/") + "/git")
+    if new_token is not None:
+        resp.headers["Cache-Control"] = "no-store"  # the only copy of the token must not linger in a cache
+    return resp
+
+
+@bp.route("/account/tokens", methods=["POST"])
+@login_required
+def create_token():
+    form = TokenForm()
+    if form.validate_on_submit():
+        try:
+            new_token = tokens.create_token(current_user, form.name.data)
+        except ValidationFailed as exc:
+            show_errors(form, exc)
+        else:
+            # Shown in the answer, not after a redirect: the token must never travel through the session.
+            return _account_page(new_token=new_token, status=201, block="tokens")
+    return _account_page(token_form=form, status=422, block="tokens")
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@login_required
+def revoke_token(token_id: int):
+    token = tokens.revoke_token(current_user, token_id)
+    if is_htmx():
+        return render("auth/_token_row.html", token=token)
+    flash(f"Token {token.name} revoked.", "success")
+    return redirect_to(url_for("auth.account"))

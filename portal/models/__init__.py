@@ -6,6 +6,7 @@ from portal.models.build import Build, BuildLogChunk, BuildState, Deployment, De
 from portal.models.cluster import Cluster
 from portal.models.project import Application, Project
 from portal.models.secret import StoredSecret
+from portal.models.token import PersonalAccessToken
 from portal.models.provisioning import (
     ApplicationResource,
     Orphan,
@@ -20,6 +21,7 @@ __all__ = [
     "Application",
     "ApplicationResource",
     "Orphan",
+    "PersonalAccessToken",
     "ProvisioningRun",
     "ProvisioningStep",
     "RunKind",

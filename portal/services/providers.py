@@ -22,6 +22,7 @@ KINDS = ("scm", "ci", "registry", "cluster", "delivery", "logs")
 # The connected (GitLab, Jenkins, Nexus, Argo CD) and built-in providers register here as they arrive.
 KNOWN: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
 KNOWN["scm"]["gitlab"] = "integrations.gitlab:GitLabSourceControl.from_settings"
+KNOWN["scm"]["builtin"] = "integrations.builtin_git:BuiltinGit.from_settings"
 KNOWN["ci"]["jenkins"] = "integrations.jenkins:JenkinsCIServer.from_settings"
 KNOWN["registry"]["nexus"] = "integrations.nexus:NexusImageRegistry.from_settings"
 KNOWN["cluster"]["kubernetes"] = "integrations.kubernetes:KubernetesConnector.from_settings"
