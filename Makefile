@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup setup-test testbed-binaries testbed-up testbed-down bench clean
+.PHONY: run test setup setup-test testbed-binaries testbed-base-image testbed-up testbed-down bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ run: setup
 testbed-binaries: $(BIN)/.installed
 	$(BIN)/python -m testbed.binaries build etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm
 
+## The offline Python base image of the application templates (debootstrap, once per machine; about 2 min cold).
+testbed-base-image: setup-test
+	$(BIN)/python -m testbed.base_image build
+
 ## Run the whole test suite against real Redis, PostgreSQL, Kubernetes API servers and Chromium, started by the harness.
-test: setup-test testbed-binaries
+test: setup-test testbed-binaries testbed-base-image
 	$(BIN)/pytest
 
 ## Named control planes (central, dev, ops) and the registry, left running; KUBECONFIGs under .cache/testbed/state.

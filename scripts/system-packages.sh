@@ -2,11 +2,12 @@
 # Installs the Debian packages the portal needs, only those missing.
 #   scripts/system-packages.sh run    what `make run` needs (Redis)
 #   scripts/system-packages.sh test   what the test suite needs (Redis, PostgreSQL, Chromium and its driver,
-#                                     the registry, buildah, skopeo and a static busybox for base images)
+#                                     the registry, buildah, skopeo, a static busybox and debootstrap
+#                                     for base images)
 set -eu
 want="redis-server:redis-server"
 if [ "${1:-run}" = "test" ]; then
-  want="$want postgresql:initdb-or-pg chromium:chromium chromium-driver:chromedriver docker-registry:docker-registry buildah:buildah skopeo:skopeo busybox-static:busybox"
+  want="$want postgresql:initdb-or-pg chromium:chromium chromium-driver:chromedriver docker-registry:docker-registry buildah:buildah skopeo:skopeo busybox-static:busybox debootstrap:debootstrap git:git"
 fi
 missing=""
 for pair in $want; do

@@ -97,6 +97,21 @@ class ImageBuilder:
                           f"--dest-tls-verify={str(tls_verify).lower()}", source, destination],
                          f"skopeo copy {source}", timeout)
 
+    def has_image(self, tag: str) -> bool:
+        """Whether this builder's store holds the image ``tag``."""
+        result = subprocess.run([self.buildah, *self._storage, "inspect", "--type", "image", tag], capture_output=True)
+        return result.returncode == 0
+
+    def run(self, image: str, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run ``argv`` in a fresh container of ``image`` (its user and folder), then remove the container."""
+        container = subprocess.run([self.buildah, *self._storage, "from", image], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        try:
+            return subprocess.run([self.buildah, *self._storage, "run", "--isolation", "chroot", container, "--",
+                                   *argv], capture_output=True, text=True, timeout=timeout)
+        finally:
+            subprocess.run([self.buildah, *self._storage, "rm", container], capture_output=True)
+
     def busybox_base(self, tag: str = "localhost/testbed/busybox:latest") -> str:
         """A tiny local base image (a static busybox as /bin/sh), built with no registry at all."""
         busybox = shutil.which("busybox") or "/bin/busybox"

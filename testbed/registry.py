@@ -47,6 +47,14 @@ class RegistryServer:
         with urllib.request.urlopen(f"{self.url}/v2/{repository}/tags/list", timeout=5) as resp:
             return json.loads(resp.read()).get("tags") or []
 
+    def manifest_digest(self, repository: str, tag: str) -> str:
+        """The digest the registry gives the manifest of ``repository:tag`` (Docker-Content-Digest)."""
+        request = urllib.request.Request(f"{self.url}/v2/{repository}/manifests/{tag}", method="HEAD", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, "
+                      "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.headers["Docker-Content-Digest"]
+
     def stop(self) -> None:
         self.process.stop()
 

@@ -218,6 +218,14 @@ def registry_server(session_tmp):
 
 
 @pytest.fixture(scope="session")
+def python_base(image_builder) -> str:
+    """The offline Python base image of the application templates (Debian bookworm by debootstrap, cached)."""
+    from testbed.base_image import base_images_dir, build_python_base
+
+    return build_python_base(image_builder, base_images_dir())
+
+
+@pytest.fixture(scope="session")
 def image_builder(session_tmp):
     """buildah and skopeo with their own image store, and a local busybox base image built once."""
     from testbed.images import ImageBuilder
@@ -249,3 +257,23 @@ def gitlab():
     with FakeGitLab() as server:
         server.add_group("portal")
         yield server
+
+
+@pytest.fixture
+def live_server(app):
+    """The test's app served over HTTP on 127.0.0.1 from a thread; yields its base URL.
+
+    Each request gets its own app context in the server's threads, as in
+    production; the database is the migrated one the ``app`` fixture resets.
+    """
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="portal-live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+    server.server_close()

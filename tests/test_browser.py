@@ -10,7 +10,6 @@ violation, a failed script, a refused request would all show there).
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 from selenium import webdriver
@@ -20,7 +19,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from werkzeug.serving import make_server
 
 from tests.factories import UserFactory
 
@@ -42,20 +40,6 @@ def _binary(env_var: str, default: str, what: str) -> str:
     return path
 
 
-@pytest.fixture
-def live_server(app):
-    """The test's app served over HTTP on 127.0.0.1 from a thread; yields its base URL.
-
-    Each request gets its own app context in the server's threads, as in
-    production; the database is the migrated one the ``app`` fixture resets.
-    """
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="portal-live-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
-    server.server_close()
 
 
 @pytest.fixture

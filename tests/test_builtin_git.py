@@ -11,13 +11,11 @@ from __future__ import annotations
 import inspect
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from integrations.builtin_git import BuiltinGit
 from integrations.errors import Conflict, InvalidRequest, NotFound
@@ -261,16 +259,6 @@ def test_provisioning_creates_both_repositories_adopts_them_again_and_deletes_th
     assert not (git_root / "dev" / "shop-cart-deploy.git").exists()
 
 
-@pytest.fixture
-def live_server(app):
-    """The test's app served over HTTP on 127.0.0.1 from a thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="portal-git-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
-    server.server_close()
 
 
 @pytest.fixture

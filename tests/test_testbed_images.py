@@ -4,18 +4,10 @@ skopeo copies it back."""
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 
 from testbed.images import BuildFailed
-
-
-def _manifest_digest(registry, repository: str, tag: str) -> str:
-    request = urllib.request.Request(f"{registry.url}/v2/{repository}/manifests/{tag}", method="HEAD", headers={
-        "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
-    with urllib.request.urlopen(request, timeout=5) as resp:
-        return resp.headers["Docker-Content-Digest"]
 
 
 def test_an_image_built_by_buildah_is_pushed_listed_and_copied_back(tmp_path, image_builder, registry_server):
@@ -35,7 +27,7 @@ def test_an_image_built_by_buildah_is_pushed_listed_and_copied_back(tmp_path, im
                                 tls_verify=False)
     assert pushed.digest.startswith("sha256:")
     assert "abc1234" in registry_server.tags("dev/shop-api")
-    assert _manifest_digest(registry_server, "dev/shop-api", "abc1234") == pushed.digest
+    assert registry_server.manifest_digest("dev/shop-api", "abc1234") == pushed.digest
 
     copied = tmp_path / "copied"
     image_builder.copy(f"docker://{registry_server.host}/dev/shop-api:abc1234", f"dir:{copied}", tls_verify=False)
