@@ -70,6 +70,18 @@ def start_build(app: Application, commit: PushedCommit) -> Build:
     return build
 
 
+def source_repository(system: str, external_id: str) -> ApplicationResource | None:
+    """The record of the application's source repository that is ``external_id`` in ``system``, if any:
+    how a push (a webhook, or the built-in Git host) finds what to build."""
+    return db.session.scalar(select(ApplicationResource).where(
+        ApplicationResource.system == system, ApplicationResource.external_id == external_id,
+        ApplicationResource.step == "source_repository"))
+
+
+def default_branch(resource: ApplicationResource) -> str:
+    return (resource.attributes or {}).get("default_branch") or "main"
+
+
 def enqueue_build(build_id: int) -> None:
     from jobs.builds import enqueue_build as enqueue
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
 
 from integrations.builtin_git import BuiltinGit, HTTPAnswer, RefUpdate
 from integrations.errors import InvalidRequest
 from integrations.errors import NotFound as RepositoryNotFound
 from portal.errors import DomainError, NotFound, PermissionDenied
 from portal.extensions import db
-from portal.models import Application, ApplicationResource, Team, User
+from portal.models import Application, Team, User
 from portal.services.access import can_see_team
-from portal.services.builds import PushedCommit, start_build
+from portal.services.builds import PushedCommit, default_branch, source_repository, start_build
 from portal.services.providers import current_providers
 
 log = logging.getLogger(__name__)
@@ -59,13 +58,11 @@ def pushed(actor: User, external_id: str, updates: list[RefUpdate]) -> str:
 
     Returns what to tell the pusher (one line per build), or "" when the push starts nothing.
     """
-    resource = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.system == BuiltinGit.system, ApplicationResource.external_id == external_id,
-        ApplicationResource.step == "source_repository"))
+    resource = source_repository(BuiltinGit.system, external_id)
     if resource is None:  # a deployment repository, or one no application owns
         return ""
     app = db.session.get(Application, resource.application_id)
-    branch = (resource.attributes or {}).get("default_branch") or "main"
+    branch = default_branch(resource)
     lines = []
     for update in updates:
         if update.ref != f"refs/heads/{branch}" or update.commit is None:  # another branch, or a deletion

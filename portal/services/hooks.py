@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from flask import current_app
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
-from portal.models import Application, ApplicationResource, HookDelivery
-from portal.services.builds import PushedCommit, start_build
+from portal.models import Application, HookDelivery
+from portal.services.builds import PushedCommit, default_branch, source_repository, start_build
 from portal.services.providers import current_providers
 
 GITLAB = "gitlab"
@@ -50,13 +49,6 @@ class HookOutcome:
 
     def body(self) -> dict[str, Any]:
         return {"status": self.outcome, "reason": self.reason, **self.details}
-
-
-def _find_application(system: str, project_id: str) -> Application | None:
-    resource = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.system == system, ApplicationResource.external_id == project_id,
-        ApplicationResource.step == "source_repository"))
-    return db.session.get(Application, resource.application_id) if resource else None
 
 
 def _parse_push(body: bytes) -> dict[str, Any] | None:
@@ -96,7 +88,8 @@ def receive_gitlab(headers: Mapping[str, str], body: bytes) -> HookOutcome:
     if kind != "Push Hook" or event.get("object_kind", "push") != "push":
         return HookOutcome(200, "ignored", f"Only push events start builds (got {kind or 'no X-Gitlab-Event'}).")
     scm = current_providers().scm
-    app = _find_application(scm.system, str(event["project_id"])) if scm is not None else None
+    source = source_repository(scm.system, str(event["project_id"])) if scm is not None else None
+    app = db.session.get(Application, source.application_id) if source else None
     if app is None:
         return HookOutcome(200, "ignored", "No application of the portal has this repository.")
     token = headers.get("X-Gitlab-Token", "")
@@ -111,11 +104,9 @@ def receive_gitlab(headers: Mapping[str, str], body: bytes) -> HookOutcome:
             db.session.rollback()
             return HookOutcome(200, "ignored", "This event was delivered before (same X-Gitlab-Event-UUID).")
     commit = _head_commit(event)
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == "source_repository"))
-    default_branch = (source.attributes or {}).get("default_branch") or "main"
-    if event["ref"] != f"refs/heads/{default_branch}":
-        return HookOutcome(200, "ignored", f"Only pushes to {default_branch} are built (this one: {event['ref']}).")
+    branch = default_branch(source)
+    if event["ref"] != f"refs/heads/{branch}":
+        return HookOutcome(200, "ignored", f"Only pushes to {branch} are built (this one: {event['ref']}).")
     if not commit.sha or commit.sha == ZERO_SHA:
         return HookOutcome(200, "ignored", "The push deleted the branch.")
     build = start_build(app, commit)
