@@ -36,3 +36,26 @@ def init_app(app: Flask) -> None:
         from portal.services.secrets import rotate_secrets
 
         click.echo(f"re-encrypted {rotate_secrets()} secrets with the first configured key")
+
+    @app.cli.command("register-cluster")
+    @click.argument("name")
+    @click.option("--api-url", required=True, help="The API server's URL.")
+    @click.option("--kubeconfig", "kubeconfig", type=click.Path(exists=True, dir_okay=False),
+                  help="A kubeconfig file with embedded credentials (kept encrypted).")
+    @click.option("--team", "teams", multiple=True, help="A team deploying there (repeatable).")
+    @click.option("--central", is_flag=True, help="The central cluster (where Argo CD runs).")
+    def register_cluster_command(name: str, api_url: str, kubeconfig: str | None, teams: tuple[str, ...],
+                                 central: bool) -> None:
+        """Register (or update) a cluster and bind it to teams, as an admin would on the Clusters page."""
+        from pathlib import Path
+
+        from portal.errors import ValidationFailed
+        from portal.services.clusters import ClusterInput, ensure_cluster_from_command_line
+
+        data = ClusterInput(name=name, api_url=api_url, is_central=central, team_names=list(teams),
+                            kubeconfig=Path(kubeconfig).read_text() if kubeconfig else "")
+        try:
+            cluster = ensure_cluster_from_command_line(data)
+        except ValidationFailed as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(f"cluster {cluster.name} at {cluster.api_url} for {', '.join(teams) or 'no team'}")

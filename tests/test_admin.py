@@ -154,3 +154,20 @@ def test_audit_page_lists_and_filters_events(login, admin, dev_member):
     assert "project.created" in page.text and "devmember" in page.text
     frag = c.get("/admin/audit?action=team.created", headers=HTMX)
     assert "project.created" not in frag.text and "No event" in frag.text
+
+
+def test_an_operator_registers_a_cluster_from_the_command_line(app, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nclusters: [{name: c, cluster: {server: 'https://10.0.0.3:6443'}}]\n"
+                          "users: [{name: u, user: {token: cli-s3cret}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["register-cluster", "dev-local", "--api-url", "https://10.0.0.3:6443",
+                                 "--kubeconfig", str(kubeconfig), "--team", "dev"])
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(args=["register-cluster", "dev-local", "--api-url", "https://10.0.0.4:6443", "--team", "dev"])
+    assert again.exit_code == 0, again.output
+    cluster = db.session.scalar(select(Cluster).where(Cluster.name == "dev-local"))
+    assert cluster.api_url == "https://10.0.0.4:6443" and [t.name for t in cluster.teams] == ["dev"]
+    assert cluster.auth_kind == "kubeconfig" and "cli-s3cret" in read_secret(cluster.credentials_ref)
+    bad = runner.invoke(args=["register-cluster", "Bad Name", "--api-url", "https://x:1"])
+    assert bad.exit_code != 0 and "use lowercase" in bad.output

@@ -117,6 +117,23 @@ def register_cluster(actor: User, data: ClusterInput) -> Cluster:
     return cluster
 
 
+def ensure_cluster_from_command_line(data: ClusterInput) -> Cluster:
+    """Register or update a cluster for an operator at the command line (`flask register-cluster`), as the
+    one-machine demo does for its testbed clusters; validated and audited like the admin page."""
+    existing = db.session.scalar(select(Cluster).where(Cluster.name == data.name.strip()))
+    errors, teams = _validate(data, existing)
+    if errors:
+        raise ValidationFailed(errors)
+    cluster = existing or Cluster(name=data.name.strip())
+    _apply(cluster, data, teams)
+    db.session.add(cluster)
+    db.session.flush()
+    audit.record(None, "cluster.updated" if existing else "cluster.registered", "cluster", cluster.name, cluster.id,
+                 actor_name="command line", teams=[t.name for t in teams], credentials=bool(cluster.auth_kind))
+    db.session.commit()
+    return cluster
+
+
 def get_cluster(actor: User, name: str) -> Cluster:
     require_admin(actor)
     cluster = db.session.scalar(select(Cluster).where(Cluster.name == name))
