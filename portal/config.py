@@ -94,6 +94,11 @@ class Settings:
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
     build_poll_interval: float = setting(2.0, "Seconds between two reads of a running build's state and console.")
     build_timeout: int = setting(3600, "Longest a build is followed before the portal gives up on it, in seconds.")
+    deployer_root: str = setting(
+        lambda: str(INSTANCE_DIR / "deployer"),
+        "Where the built-in deployer keeps its projects, clusters (credentials included, files 0600) and applications.",
+    )
+    deployer_helm: str = setting("", "Path of the helm binary the built-in deployer runs (empty: helm on PATH).")
     argocd_kubeconfig: str = setting(
         "", "Kubeconfig file of the central cluster, where Argo CD runs (empty: the portal's in-cluster service account).",
     )

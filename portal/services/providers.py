@@ -27,6 +27,7 @@ KNOWN["ci"]["jenkins"] = "integrations.jenkins:JenkinsCIServer.from_settings"
 KNOWN["registry"]["nexus"] = "integrations.nexus:NexusImageRegistry.from_settings"
 KNOWN["cluster"]["kubernetes"] = "integrations.kubernetes:KubernetesConnector.from_settings"
 KNOWN["delivery"]["argocd"] = "integrations.argocd:ArgoCDDelivery.from_settings"
+KNOWN["delivery"]["builtin"] = "integrations.builtin_deployer:BuiltinDeployer.from_settings"
 
 
 class ProviderConfigError(ValueError):
