@@ -20,9 +20,13 @@ class QueueName(str, enum.Enum):
     PROVISIONING = "provisioning"
     BUILDS = "builds"
     DEFAULT = "default"
+    RUNNER = "runner"  # the built-in runner's builds, on a worker of their own (the embedded mode)
 
 
 ALL_QUEUES = [q.value for q in QueueName]
+# What a worker serves when told nothing: everything but the runner's queue, which needs a worker of its own
+# (a build's follower waits for the build; both on one worker would wait forever).
+DEFAULT_QUEUES = [q.value for q in QueueName if q is not QueueName.RUNNER]
 
 
 def init_app(app: Flask) -> None:

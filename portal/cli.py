@@ -12,14 +12,14 @@ def init_app(app: Flask) -> None:
     @click.option("--name", default=None, help="Worker name (defaults to RQ's).")
     @click.argument("queues", nargs=-1)
     def worker(burst: bool, name: str | None, queues: tuple[str, ...]) -> None:
-        """Run an RQ worker on QUEUES (all of the portal's queues when none is given)."""
-        from jobs import ALL_QUEUES
+        """Run an RQ worker on QUEUES (all of the portal's queues but the built-in runner's when none is given)."""
+        from jobs import ALL_QUEUES, DEFAULT_QUEUES
         from jobs.worker import run_worker
 
         unknown = set(queues) - set(ALL_QUEUES)
         if unknown:
             raise click.BadParameter(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_QUEUES)}")
-        run_worker(list(queues) or ALL_QUEUES, burst=burst, name=name)
+        run_worker(list(queues) or DEFAULT_QUEUES, burst=burst, name=name)
 
     @app.cli.command("config-reference")
     def config_reference() -> None:

@@ -94,6 +94,14 @@ class Settings:
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
     build_poll_interval: float = setting(2.0, "Seconds between two reads of a running build's state and console.")
     build_timeout: int = setting(3600, "Longest a build is followed before the portal gives up on it, in seconds.")
+    runner_root: str = setting(
+        lambda: str(INSTANCE_DIR / "runner"), "The built-in runner's builds, pip cache, image store and registry records.",
+    )
+    runner_registry: str = setting(
+        "", "URL of the Registry v2 server the built-in runner pushes to (http:// means no TLS), e.g. the testbed's.",
+    )
+    runner_base_image: str = setting("", "BASE_IMAGE the built-in runner builds the templates on (empty: theirs).")
+    runner_timeout: float = setting(900.0, "Longest a build of the built-in runner may take, in seconds.")
     deployer_root: str = setting(
         lambda: str(INSTANCE_DIR / "deployer"),
         "Where the built-in deployer keeps its projects, clusters (credentials included, files 0600) and applications.",

@@ -1,13 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages the portal needs, only those missing.
-#   scripts/system-packages.sh run    what `make run` needs (Redis)
-#   scripts/system-packages.sh test   what the test suite needs (Redis, PostgreSQL, Chromium and its driver,
-#                                     the registry, buildah, skopeo, a static busybox and debootstrap
-#                                     for base images)
+#   scripts/system-packages.sh run    what `make run` needs: Redis, the registry, buildah, debootstrap (for the
+#                                     templates' base image) and git
+#   scripts/system-packages.sh test   also PostgreSQL, Chromium and its driver, skopeo and a static busybox
 set -eu
-want="redis-server:redis-server"
+want="redis-server:redis-server docker-registry:docker-registry buildah:buildah debootstrap:debootstrap git:git"
 if [ "${1:-run}" = "test" ]; then
-  want="$want postgresql:initdb-or-pg chromium:chromium chromium-driver:chromedriver docker-registry:docker-registry buildah:buildah skopeo:skopeo busybox-static:busybox debootstrap:debootstrap git:git"
+  want="$want postgresql:initdb-or-pg chromium:chromium chromium-driver:chromedriver skopeo:skopeo busybox-static:busybox"
 fi
 missing=""
 for pair in $want; do

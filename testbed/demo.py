@@ -1,8 +1,16 @@
-"""`python -m testbed.demo`: the portal with its embedded defaults on this machine.
+"""`python -m testbed.demo`: the whole portal on this machine, with its embedded providers.
 
-Starts Redis if none answers at PORTAL_REDIS_URL, applies the migrations,
-then runs one RQ worker and the web server (gunicorn) until interrupted, and
-stops exactly what it started.
+Brings up, and stops again on Ctrl-C, exactly what it starts:
+- Redis, if none answers at PORTAL_REDIS_URL;
+- the testbed: the registry and two Kubernetes control planes, `dev` and `ops`, with KWOK nodes
+  (binaries built once per machine, see testbed/binaries.py), state under instance/testbed;
+- the offline Python base image of the templates, in the built-in runner's image store;
+- the migrations, the two clusters registered for the teams dev and ops (`flask register-cluster`),
+- one RQ worker and the web server (gunicorn), configured for the built-in Git host, runner, registry,
+  the clusters and the built-in deployer.
+
+`PORTAL_DEMO_TESTBED=0` skips the testbed (and leaves the providers as configured): the portal alone.
+Any PORTAL_* variable set by the caller wins over what this sets.
 """
 
 from __future__ import annotations
@@ -18,6 +26,44 @@ from urllib.parse import urlsplit
 from portal.config import INSTANCE_DIR, PROJECT_ROOT, Settings
 from testbed.process import port_open
 from testbed.services import RedisServer
+
+TESTBED_DIR = INSTANCE_DIR / "testbed"
+TEAMS = ("dev", "ops")
+
+
+def start_testbed(started: list, log=print) -> dict[str, str]:
+    """The registry, a cluster per team, the base image; returns the PORTAL_* settings that use them."""
+    from testbed import binaries
+    from testbed.base_image import base_images_dir, build_python_base
+    from testbed.cluster import Cluster
+    from testbed.images import ImageBuilder
+    from testbed.registry import RegistryServer
+
+    log("Building or finding the testbed's binaries (minutes the first time on a machine)...")
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm"):
+        binaries.ensure(name)
+    registry = RegistryServer.start(TESTBED_DIR / "registry")
+    started.append(registry)
+    log(f"Registry at {registry.url}")
+    clusters = {}
+    for team in TEAMS:
+        cluster = Cluster(team, TESTBED_DIR / team, nodes=2).start()
+        started.append(cluster)
+        inline = cluster.state / "kubeconfig-inline"
+        inline.write_text(cluster.inline_kubeconfig())
+        inline.chmod(0o600)
+        clusters[team] = (cluster, inline)
+        log(f"Cluster {team} at {cluster.server}  (KUBECONFIG={cluster.kubeconfig})")
+    log("Building or finding the offline Python base image (about 2 minutes the first time)...")
+    runner_root = Path(os.environ.get("PORTAL_RUNNER_ROOT") or Settings.from_env().runner_root)
+    base = build_python_base(ImageBuilder(runner_root / "buildah"), base_images_dir())
+    return {
+        "PORTAL_SCM": "builtin", "PORTAL_CI": "builtin", "PORTAL_REGISTRY": "plain",
+        "PORTAL_CLUSTER": "kubernetes", "PORTAL_DELIVERY": "builtin",
+        "PORTAL_RUNNER_REGISTRY": registry.url, "PORTAL_RUNNER_BASE_IMAGE": base,
+        "PORTAL_DEPLOYER_HELM": str(binaries.ensure("helm")), "PORTAL_ENVIRONMENTS": "dev,prod",
+        "_clusters": "\n".join(f"{team} {c.server} {inline}" for team, (c, inline) in clusters.items()),
+    }
 
 
 def main() -> int:
@@ -35,15 +81,25 @@ def main() -> int:
         started.append(RedisServer.start(workdir=INSTANCE_DIR / "redis", port=redis.port or 6379))
 
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ}
+    env = {**os.environ, "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", f"http://{host}:{port}")}
     try:
-        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=PROJECT_ROOT, env=env,
-                       check=True)
-        children.append(subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"],
-                                         cwd=PROJECT_ROOT, env=env))
+        clusters = ""
+        if os.environ.get("PORTAL_DEMO_TESTBED", "1") != "0":
+            embedded = start_testbed(started)
+            clusters = embedded.pop("_clusters")
+            env = {**embedded, **env}  # the caller's settings win
+        flask = [sys.executable, "-m", "flask", "--app", "app"]
+        subprocess.run([*flask, "db", "upgrade"], cwd=PROJECT_ROOT, env=env, check=True)
+        for line in clusters.splitlines():
+            team, server, kubeconfig = line.split(" ")
+            subprocess.run([*flask, "register-cluster", f"{team}-local", "--api-url", server, "--kubeconfig",
+                            kubeconfig, "--team", team], cwd=PROJECT_ROOT, env=env, check=True)
+        children.append(subprocess.Popen([*flask, "worker"], cwd=PROJECT_ROOT, env=env))
+        # The built-in runner's builds get a worker of their own: the job following a build waits for it.
+        children.append(subprocess.Popen([*flask, "worker", "runner"], cwd=PROJECT_ROOT, env=env))
         children.append(subprocess.Popen(
-            [str(bin_dir / "gunicorn"), "--bind", f"{host}:{port}", "--workers", "2", "--access-logfile", "-",
-             "app:app"], cwd=PROJECT_ROOT, env=env))
+            [str(bin_dir / "gunicorn"), "--bind", f"{host}:{port}", "--workers", "2", "--timeout", "120",
+             "--access-logfile", "-", "app:app"], cwd=PROJECT_ROOT, env=env))
         deadline = time.monotonic() + 30
         while not port_open(port, host) and time.monotonic() < deadline:
             if any(c.poll() is not None for c in children):
@@ -66,7 +122,7 @@ def main() -> int:
                 c.wait(15)
             except subprocess.TimeoutExpired:
                 c.kill()
-        for server in started:
+        for server in reversed(started):
             server.stop()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rq.job import Job
 
-from jobs import ALL_QUEUES, QueueName, enqueue, get_queue, redis_connection
+from jobs import ALL_QUEUES, DEFAULT_QUEUES, QueueName, enqueue, get_queue, redis_connection
 from jobs.system import ping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,4 +64,5 @@ def test_worker_command_refuses_unknown_queues(app, redis_server):
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode != 0 and "unknown queue(s) nope" in proc.stderr
-    assert set(ALL_QUEUES) == {"provisioning", "builds", "default"}
+    assert set(ALL_QUEUES) == {"provisioning", "builds", "default", "runner"}
+    assert set(DEFAULT_QUEUES) == {"provisioning", "builds", "default"}  # the runner's needs its own worker

@@ -143,6 +143,8 @@ def pull_secret(ctx: StepContext) -> PullSecret | None:
     if registry is None:
         return None
     credentials = registry.credentials(ctx.names.team)
+    if not credentials.secret_ref:  # a registry without accounts (the embedded one): nothing to pull with
+        return None
     password = ctx.read_secret(credentials.secret_ref)
     if password is None:
         ctx.log(f"no pull secret: the registry robot's password ({credentials.secret_ref}) is not stored yet")

@@ -176,7 +176,7 @@ class ImageRepository(Step):
         # encrypted under the reference the registry names, and never shown.
         registry = ctx.provider("registry")
         reference = registry.credentials(ctx.names.team).secret_ref
-        if not ctx.has_secret(reference):
+        if reference and not ctx.has_secret(reference):  # a registry without accounts names no secret
             robot = registry.ensure_robot(ctx.names.team, ctx.owner)
             ctx.keep_secret(reference, robot.password, robot.username)
             ctx.log(f"robot account {robot.username} ready for team {ctx.names.team}; its password is kept as "
