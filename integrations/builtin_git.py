@@ -161,6 +161,14 @@ class BuiltinGit:
             sha = self._commit(repo, branch, files, message)
         return Commit(sha=sha, message=message, author=COMMITTER_NAME)
 
+    def head(self, external_id: str, branch: str) -> Commit:
+        """The tip of ``branch``; NotFound when the repository or the branch is missing."""
+        with self._open(external_id) as repo:
+            sha = repo.refs.as_dict().get(b"refs/heads/" + branch.encode())
+            if sha is None:
+                raise NotFound(SYSTEM, f"branch {branch} of repository {external_id} not found", status=404)
+            return _as_commit(sha, repo[sha])
+
     def read_file(self, external_id: str, ref: str, path: str) -> bytes:
         """The bytes of ``path`` at ``ref`` (a branch, a tag or a full commit SHA); NotFound when either is missing."""
         with self._open(external_id) as repo:
@@ -349,11 +357,14 @@ class _PostReceive:
         if sha.decode() == ZERO_SHA:
             return None
         obj = self.repo[sha]
-        if not isinstance(obj, GitCommit):
-            return None
-        encoding = (obj.encoding or b"UTF-8").decode()
-        return Commit(sha=sha.decode(), message=obj.message.decode(encoding, "replace").strip(),
-                      author=obj.author.split(b" <", 1)[0].decode(encoding, "replace"))
+        return _as_commit(sha, obj) if isinstance(obj, GitCommit) else None
+
+
+def _as_commit(sha: bytes, obj: GitCommit) -> Commit:
+    """Our Commit of a dulwich commit object: its message, and the author's name without the e-mail."""
+    encoding = (obj.encoding or b"UTF-8").decode()
+    return Commit(sha=sha.decode(), message=obj.message.decode(encoding, "replace").strip(),
+                  author=obj.author.split(b" <", 1)[0].decode(encoding, "replace"))
 
 
 def _hook_id(url: str) -> str:

@@ -167,6 +167,13 @@ class GitLabSourceControl:
         with self._call(f"file {path} at {ref} of project {external_id}"):
             return cast(bytes, self._gl.projects.get(external_id, lazy=True).files.raw(path, ref=ref))
 
+    def head(self, external_id: str, branch: str) -> Commit:
+        """The tip of ``branch`` (GET /projects/:id/repository/branches/:branch)."""
+        with self._call(f"branch {branch} of project {external_id}"):
+            commit = self._gl.projects.get(external_id, lazy=True).branches.get(branch).attributes["commit"]
+        return Commit(sha=commit["id"], message=commit.get("message") or "", author=commit.get("author_name") or "",
+                      url=commit.get("web_url") or "")
+
     # --- webhooks ----------------------------------------------------------------------------------
 
     def find_webhook(self, repository_id: str, url: str) -> ExternalResource | None:

@@ -92,6 +92,7 @@ class Settings:
     session_cookie_secure: bool = setting(False, "Send the session cookie over HTTPS only.")
     strict_templates: bool = setting(False, "Fail on undefined template variables (on in development and tests).")
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
+    build_on_create: bool = setting(True, "Build (and so deploy) the template's first commit once an application is provisioned.")
     build_poll_interval: float = setting(2.0, "Seconds between two reads of a running build's state and console.")
     build_timeout: int = setting(3600, "Longest a build is followed before the portal gives up on it, in seconds.")
     runner_root: str = setting(

@@ -14,7 +14,7 @@ FAKE_PROVIDERS = {
     kind: f"tests.fakes.providers:{cls}.from_settings"
     for kind, cls in (("scm", "FakeSourceControl"), ("ci", "FakeCIServer"), ("registry", "FakeImageRegistry"),
                       ("cluster", "FakeClusterAccess"), ("delivery", "FakeDelivery"), ("logs", "FakeLogStore"))
-} | {"environments": "dev,prod"}
+} | {"environments": "dev,prod", "build_on_create": False}  # builds are tested by themselves
 ENVIRONMENTS = ("dev", "prod")
 FAST = {"provisioning_backoff": 0.01, "provisioning_backoff_max": 0.05, "provisioning_attempts": 4,
         "provisioning_lease": 1.5, "provisioning_sweep_interval": 0.3}

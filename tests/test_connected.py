@@ -46,7 +46,7 @@ def nexus(registry_server):
 @pytest.fixture
 def app_overrides(gitlab, jenkins, nexus):
     return {
-        **FAST, "build_poll_interval": 0.05, "http_timeout": 3.0, "http_retries": 0,
+        **FAST, "build_poll_interval": 0.05, "http_timeout": 3.0, "http_retries": 0, "build_on_create": False,
         "scm": "gitlab", "gitlab_url": gitlab.url, "gitlab_token": gitlab.token, "gitlab_parent_group": "portal",
         "ci": "jenkins", "jenkins_url": jenkins.url, "jenkins_user": jenkins.user, "jenkins_token": jenkins.token,
         "registry": "nexus", "nexus_url": nexus.url, "nexus_user": "admin", "nexus_password": "admin123",

@@ -55,7 +55,7 @@ def central(control_plane):
 @pytest.fixture
 def app_overrides(gitlab, control_plane, central):
     return {
-        **FAST, "build_poll_interval": 0.05, "deploy_timeout": 60, "environments": "dev,prod",
+        **FAST, "build_poll_interval": 0.05, "deploy_timeout": 60, "environments": "dev,prod", "build_on_create": False,
         "scm": "gitlab", "gitlab_url": gitlab.url, "gitlab_token": gitlab.token, "gitlab_parent_group": "portal",
         "ci": "tests.fakes.providers:FakeCIServer.from_settings",
         "registry": "tests.fakes.providers:FakeImageRegistry.from_settings",

@@ -155,3 +155,21 @@ def test_a_deployment_the_deployer_never_reaches_times_out(app, cart, world):
     push(app, cart, "4" * 40)
     [d] = deployments()
     assert d.state == DeploymentState.TIMED_OUT and "Not healthy within 5 s" in d.message
+
+
+def test_a_new_application_builds_and_deploys_its_first_commit_without_a_push(app, login, dev_maintainer, world):
+    app.config["PORTAL"] = app.config["PORTAL"].replace({"build_on_create": True})
+    ProjectFactory(name="shop")
+    login(dev_maintainer).post("/t/dev/shop/apps", data={"name": "cart", "template": "python-web"})
+    cart = db.session.scalar(select(Application).where(Application.name == "cart"))
+    db.session.expire_all()
+    [build] = db.session.scalars(select(Build)).all()
+    scm = FakeSourceControl(world)
+    source = db.session.scalar(select(ApplicationResource).where(
+        ApplicationResource.application_id == cart.id, ApplicationResource.step == "source_repository"))
+    first = scm.history(source.external_id, "main")[0]
+    assert (build.commit_sha, build.pushed_by) == (first.sha, "portal (first commit)")
+    assert build.commit_message.startswith("Start cart from the python-web template")
+    assert build.state == BuildState.SUCCEEDED
+    [d] = deployments()
+    assert (d.environment, d.image_tag, d.state) == ("dev", first.sha[:8], DeploymentState.HEALTHY)

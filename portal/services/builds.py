@@ -82,6 +82,28 @@ def default_branch(resource: ApplicationResource) -> str:
     return (resource.attributes or {}).get("default_branch") or "main"
 
 
+def build_first_commit(application_id: int) -> Build | None:
+    """Once an application is provisioned, build the template's first commit, so that it runs without
+    waiting for a push (the Git host's webhook did not exist yet when that commit was made)."""
+    settings = current_app.config["PORTAL"]
+    providers = current_providers()
+    app = db.session.get(Application, application_id)
+    if not settings.build_on_create or providers.ci is None or providers.scm is None or app is None:
+        return None
+    source = db.session.scalar(select(ApplicationResource).where(
+        ApplicationResource.application_id == app.id, ApplicationResource.step == "source_repository"))
+    if source is None or db.session.scalar(select(Build.id).where(Build.application_id == app.id).limit(1)):
+        return None
+    branch = default_branch(source)
+    try:
+        head = providers.scm.head(source.external_id, branch)
+    except IntegrationError as exc:
+        log.warning("no first build of application %s: %s", app.id, exc)
+        return None
+    return start_build(app, PushedCommit(sha=head.sha, message=head.message, author=head.author, url=head.url,
+                                         branch=branch, pushed_by="portal (first commit)"))
+
+
 def enqueue_build(build_id: int) -> None:
     from jobs.builds import enqueue_build as enqueue
 

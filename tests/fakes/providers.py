@@ -102,6 +102,15 @@ class FakeSourceControl(FakeProvider):
         return content
 
     @operation
+    def head(self, external_id: str, branch: str) -> Commit:
+        self._existing("repository", external_id)
+        sha = self.world.redis.hget(self.world.key("heads", external_id), branch)
+        if sha is None:
+            raise self._not_found("branch", f"{branch} of repository {external_id}")
+        fields = {k.decode(): v.decode() for k, v in self.world.redis.hgetall(self.world.key("commit", sha.decode())).items()}
+        return Commit(sha=sha.decode(), message=fields["message"], author=fields["author"])
+
+    @operation
     def find_webhook(self, repository_id: str, url: str) -> ExternalResource | None:
         return self._find("webhook", f"{repository_id}:{url}")
 

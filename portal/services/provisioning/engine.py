@@ -413,6 +413,10 @@ def finish_run(run: ProvisioningRun, state: RunState, error: str) -> str:
     db.session.commit()
     if follow_up is not None:
         enqueue_run(follow_up)
+    if state == RunState.SUCCEEDED and run.kind == RunKind.CREATE and run.application_id is not None:
+        from portal.services.builds import build_first_commit
+
+        build_first_commit(run.application_id)
     return "finished"
 
 
