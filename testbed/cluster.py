@@ -55,6 +55,16 @@ class Cluster:
         return yaml.safe_dump(config)
 
     def start(self, timeout: float = 120.0) -> "Cluster":
+        """A fresh cluster (what a folder held from an earlier run is discarded); if any piece fails to come up,
+        the pieces already started are stopped before the error is raised."""
+        shutil.rmtree(self.state, ignore_errors=True)
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> "Cluster":
         self.state.mkdir(parents=True, exist_ok=True)
         pki = self.state / "pki"
         ca = CertificateAuthority.create(pki)
