@@ -17,7 +17,7 @@ setup: $(BIN)/.installed
 setup-test: $(BIN)/.installed
 	scripts/system-packages.sh test
 
-## Run the portal with its embedded defaults: Redis (started if none runs), migrations, a worker and the web server.
+## Run the whole chain on this machine: Redis, the registry, dev and ops clusters, migrations, workers, the web server.
 run: setup
 	$(BIN)/python -m testbed.demo
 
