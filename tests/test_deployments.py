@@ -173,3 +173,16 @@ def test_a_new_application_builds_and_deploys_its_first_commit_without_a_push(ap
     assert build.state == BuildState.SUCCEEDED
     [d] = deployments()
     assert (d.environment, d.image_tag, d.state) == ("dev", first.sha[:8], DeploymentState.HEALTHY)
+
+
+@pytest.mark.parametrize("result", ["failed", "aborted"])
+def test_a_build_that_fails_deploys_nothing(app, cart, world, result):
+    from integrations.ci import BuildState as CIState
+    from tests.fakes.providers import FakeCIServer
+
+    FakeCIServer(world).finish_builds_as("dev/shop-cart", CIState(result))
+    build = push(app, cart, "5" * 40)
+    assert build.state.value == result
+    assert deployments() == []
+    assert values(world, cart, "dev")["image"]["tag"] == "latest"
+    assert len(deploy_history(world, cart)) == 1  # the scaffold's commit only

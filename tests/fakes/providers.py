@@ -202,8 +202,14 @@ class FakeCIServer(FakeProvider):
         else:
             build_id = f"{build.job}#{build.number}"
         record = self._existing("build", build_id)
-        return Build(job=record["job"], number=record["number"], state=BuildState.SUCCEEDED, url=record["url"],
+        result = self.world.redis.hget(self.world.key("ci-result"), record["job"])
+        state = BuildState(result.decode()) if result else BuildState.SUCCEEDED
+        return Build(job=record["job"], number=record["number"], state=state, url=record["url"],
                      duration_ms=record["duration_ms"], queue_id=record["queue_id"], parameters=record["parameters"])
+
+    def finish_builds_as(self, path: str, state: BuildState) -> None:
+        """For tests: the builds of the job end in ``state`` (a failed test, an image that does not build)."""
+        self.world.redis.hset(self.world.key("ci-result"), path, state.value)
 
     @operation
     def console(self, path: str, number: int, start: int = 0) -> ConsoleChunk:
