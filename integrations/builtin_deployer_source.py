@@ -10,7 +10,6 @@ failed sync (``SyncFailed``), recorded and shown, never an exception out of the 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -21,11 +20,11 @@ from typing import Any
 import yaml
 from dulwich.errors import NotGitRepository
 from dulwich.object_store import iter_tree_contents
-from dulwich.objects import Commit, Tag
+from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from integrations.builtin_deployer_state import SYSTEM
-from integrations.builtin_git import BuiltinGit
+from integrations.builtin_git import BuiltinGit, resolve
 from integrations.delivery import DeliverySpec
 from integrations.errors import InvalidRequest, NotFound
 
@@ -33,7 +32,6 @@ from integrations.errors import InvalidRequest, NotFound
 INSTANCE = "app.kubernetes.io/instance"
 RENDER_TIMEOUT = 120.0  # seconds helm may take to render one chart
 MESSAGE_LIMIT = 4000  # characters of helm's stderr kept in the operation's message
-_HEX_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 class SyncFailed(Exception):
@@ -119,23 +117,7 @@ class DeploymentSources:
 
     @staticmethod
     def _resolve(repo: Repo, spec: DeliverySpec) -> Commit:
-        revision = spec.revision or "HEAD"
-        refs = repo.refs.as_dict()
-        if revision == "HEAD":
-            target = refs.get(repo.refs.get_symrefs().get(b"HEAD", b"refs/heads/main"))
-        else:
-            target = refs.get(b"refs/heads/" + revision.encode()) or refs.get(b"refs/tags/" + revision.encode())
-            if target is None and _HEX_SHA.fullmatch(revision):
-                target = revision.encode()
-        try:
-            found = repo[target] if target is not None else None
-            while isinstance(found, Tag):
-                found = repo[found.object[1]]
-        except KeyError:
-            found = None
-        if not isinstance(found, Commit):
-            raise NotFound(SYSTEM, f"revision {revision} not found in {spec.repository_url}", status=404)
-        return found
+        return resolve(repo, spec.revision or "HEAD", spec.repository_url)
 
 
 def labelled(manifest: Any, instance: str) -> dict[str, Any]:

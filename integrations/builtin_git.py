@@ -319,19 +319,28 @@ class BuiltinGit:
         raise Conflict(SYSTEM, f"branch {branch} of {repo.path} kept moving; try again", status=409)
 
     def _resolve(self, repo: Repo, ref: str, external_id: str) -> GitCommit:
-        refs = repo.refs.as_dict()
+        return resolve(repo, ref, f"repository {external_id}")
+
+
+def resolve(repo: Repo, ref: str, where: str) -> GitCommit:
+    """The commit ``ref`` names in ``repo``: ``HEAD``, a branch, a tag (annotated ones peeled) or a full SHA;
+    NotFound (saying ``where``) otherwise."""
+    refs = repo.refs.as_dict()
+    if ref == "HEAD":
+        target = refs.get(repo.refs.get_symrefs().get(b"HEAD", b"refs/heads/main"))
+    else:
         target = refs.get(b"refs/heads/" + ref.encode()) or refs.get(b"refs/tags/" + ref.encode())
-        if target is None and _HEX_SHA.fullmatch(ref):
-            target = ref.encode()
-        try:
-            obj = repo[target] if target is not None else None
-            while isinstance(obj, Tag):
-                obj = repo[obj.object[1]]
-        except KeyError:
-            obj = None
-        if not isinstance(obj, GitCommit):
-            raise NotFound(SYSTEM, f"ref {ref} of repository {external_id} not found", status=404)
-        return obj
+    if target is None and _HEX_SHA.fullmatch(ref):
+        target = ref.encode()
+    try:
+        obj = repo[target] if target is not None else None
+        while isinstance(obj, Tag):
+            obj = repo[obj.object[1]]
+    except KeyError:
+        obj = None
+    if not isinstance(obj, GitCommit):
+        raise NotFound(SYSTEM, f"ref {ref} of {where} not found", status=404)
+    return obj
 
 
 class _PostReceive:
