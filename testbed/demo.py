@@ -56,7 +56,11 @@ def start_testbed(started: list, log=print) -> dict[str, str]:
         log(f"Cluster {team} at {cluster.server}  (KUBECONFIG={cluster.kubeconfig})")
     log("Building or finding the offline Python base image (about 2 minutes the first time)...")
     runner_root = Path(os.environ.get("PORTAL_RUNNER_ROOT") or Settings.from_env().runner_root)
-    base = build_python_base(ImageBuilder(runner_root / "buildah"), base_images_dir())
+    builder = ImageBuilder(runner_root / "buildah")
+    base = build_python_base(builder, base_images_dir())
+    # The registry holds the base image too (the runner builds from its own store, where it already is).
+    pushed = builder.push(base, f"{registry.host}/portal/python-base:{base.rsplit(':', 1)[1]}", tls_verify=False)
+    log(f"Base image {base} (also {pushed.reference}, {pushed.digest[:19]})")
     return {
         "PORTAL_SCM": "builtin", "PORTAL_CI": "builtin", "PORTAL_REGISTRY": "plain",
         "PORTAL_CLUSTER": "kubernetes", "PORTAL_DELIVERY": "builtin",
