@@ -83,7 +83,8 @@ def show(team: str, project: str, app: str):
                   can_delete=access.is_maintainer(current_user, application.team_id),
                   builds=items, active=any(not b.state.over for b in items),
                   environments=deployments.environments_view(current_user, application),
-                  can_promote=access.is_maintainer(current_user, application.team_id))
+                  can_promote=access.is_maintainer(current_user, application.team_id),
+                  clone_url=applications.clone_url(application))
 
 
 @bp.route("/t/<team>/<project>/<app>/delete", methods=["POST"])

@@ -127,3 +127,12 @@ def delete_application(actor: User, team_name: str, project_name: str, app_name:
     """Delete by running the provisioning chain backwards; the row goes when everything outside is gone."""
     app = get_application(actor, team_name, project_name, app_name)
     request_delete(actor, app)
+
+
+def clone_url(app: Application) -> str:
+    """The source repository's clone URL, once provisioning has made it ("" before)."""
+    from portal.models import ApplicationResource
+
+    source = db.session.scalar(select(ApplicationResource).where(
+        ApplicationResource.application_id == app.id, ApplicationResource.step == "source_repository"))
+    return (source.attributes or {}).get("http_url", "") if source else ""
