@@ -11,7 +11,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 HOW_CHROMIUM = "Install it with `make setup-test` (or `apt-get install chromium chromium-driver`), or set {var} to its path."
 WAIT_SECONDS = 10
@@ -68,3 +68,17 @@ def type_name_and_see_it_available(driver, name: str, feedback_id: str) -> None:
     field = driver.find_element(By.ID, "name")
     field.send_keys(name)
     wait(driver).until(EC.text_to_be_present_in_element((By.ID, feedback_id), f"“{name}” is available."))
+
+
+def sign_up(driver, base: str, username: str, team: str = "Dev") -> None:
+    """From the signed-out home page to the sign-up form, and through it: the portal's way in."""
+    driver.get(base + "/")
+    wait(driver).until(EC.url_contains("/login"))
+    driver.find_element(By.LINK_TEXT, "Create an account").click()
+    wait(driver).until(EC.presence_of_element_located((By.ID, "signup-form")))
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "email").send_keys(f"{username}@example.com")
+    driver.find_element(By.ID, "password").send_keys("a long enough password")
+    Select(driver.find_element(By.ID, "team")).select_by_visible_text(team)
+    driver.find_element(By.CSS_SELECTOR, "#signup-form button[type=submit]").click()
+    wait(driver).until(EC.url_to_be(base + "/"))

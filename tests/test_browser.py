@@ -16,7 +16,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
 
 from tests import browser_support
-from tests.browser_support import row_with_link, still_attached, type_name_and_see_it_available, wait
+from tests.browser_support import row_with_link, sign_up, still_attached, type_name_and_see_it_available, wait
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.browser
@@ -29,17 +29,7 @@ def test_newcomer_signs_up_and_creates_a_project_and_an_application(app, live_se
     driver = browser
 
     # Signed out, the portal sends the newcomer to sign in; from there to sign up.
-    driver.get(live_server + "/")
-    wait(driver).until(EC.url_contains("/login"))
-    driver.find_element(By.LINK_TEXT, "Create an account").click()
-    wait(driver).until(EC.presence_of_element_located((By.ID, "signup-form")))
-    driver.find_element(By.ID, "username").send_keys("newcomer")
-    driver.find_element(By.ID, "email").send_keys("newcomer@example.com")
-    driver.find_element(By.ID, "password").send_keys("a long enough password")
-    Select(driver.find_element(By.ID, "team")).select_by_visible_text("Dev")
-    driver.find_element(By.CSS_SELECTOR, "#signup-form button[type=submit]").click()
-
-    wait(driver).until(EC.url_to_be(live_server + "/"))
+    sign_up(driver, live_server, "newcomer")
     dev = wait(driver).until(EC.presence_of_element_located((By.ID, "team-dev")))
     assert "No projects yet" in dev.text
     assert not driver.find_elements(By.ID, "team-ops"), "a plain member sees only the teams they are in"

@@ -44,7 +44,7 @@ from portal.services.clusters import ClusterInput, ensure_cluster_from_command_l
 from tests import browser_support
 from tests.conftest import BACKENDS
 from tests.factories import UserFactory
-from tests.browser_support import row_with_link, type_name_and_see_it_available
+from tests.browser_support import row_with_link, sign_up, type_name_and_see_it_available
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1200)]
 
@@ -186,16 +186,7 @@ def test_a_newcomer_goes_from_sign_up_to_a_rolled_back_deployment(portal, app, b
         last = now
 
     # 1. Sign up into the dev team.
-    driver.get(portal + "/")
-    page(driver).until(EC.url_contains("/login"))
-    driver.find_element(By.LINK_TEXT, "Create an account").click()
-    page(driver).until(EC.presence_of_element_located((By.ID, "signup-form")))
-    driver.find_element(By.ID, "username").send_keys("ada")
-    driver.find_element(By.ID, "email").send_keys("ada@example.com")
-    driver.find_element(By.ID, "password").send_keys("a long enough password")
-    Select(driver.find_element(By.ID, "team")).select_by_visible_text("Dev")
-    driver.find_element(By.CSS_SELECTOR, "#signup-form button[type=submit]").click()
-    page(driver).until(EC.url_to_be(portal + "/"))
+    sign_up(driver, portal, "ada")
     assert driver.find_element(By.CSS_SELECTOR, ".who a").text == "ada"
     lap("sign up")
 
