@@ -186,3 +186,11 @@ def test_a_build_that_fails_deploys_nothing(app, cart, world, result):
     assert deployments() == []
     assert values(world, cart, "dev")["image"]["tag"] == "latest"
     assert len(deploy_history(world, cart)) == 1  # the scaffold's commit only
+
+
+def test_set_image_refuses_a_block_it_cannot_change_safely():
+    with pytest.raises(ValidationFailed, match="no top-level image: block"):
+        set_image("image: {repository: old, tag: v0}\n", "new/repo", "v1", "")
+    # A second image: key wins when YAML is read: changing the first would change nothing that counts.
+    with pytest.raises(ValidationFailed, match="nothing was committed"):
+        set_image("image:\n  repository: old\nimage:\n  tag: v0\n", "new/repo", "v1", "")

@@ -44,7 +44,8 @@ def set_image(values: str, repository: str, tag: str, digest: str) -> str:
     lines = values.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(r"image:\s*(#.*)?$", line.rstrip("\n"))), None)
     if start is None:
-        raise ValidationFailed("The values file has no top-level image: block to put the image in.")
+        raise ValidationFailed("The values file has no top-level image: block (its keys on lines of their own) "
+                               "to put the image in.")
     wanted = {"repository": repository, "tag": tag, "digest": digest}
     end = start + 1
     indent = "  "
@@ -59,8 +60,13 @@ def set_image(values: str, repository: str, tag: str, digest: str) -> str:
         end -= 1
     lines[end:end] = [f"{indent}{key}: {_quoted(value)}\n" for key, value in wanted.items()]
     updated = "".join(lines)
-    image = (yaml.safe_load(updated) or {}).get("image") or {}
-    assert (image.get("repository"), str(image.get("tag")), image.get("digest") or "") == (repository, tag, digest)
+    try:
+        image = (yaml.safe_load(updated) or {}).get("image") or {}
+    except yaml.YAMLError:
+        image = {}
+    if (image.get("repository"), str(image.get("tag")), image.get("digest") or "") != (repository, tag, digest):
+        raise ValidationFailed("The values file's image: block is not in a form the portal can change safely "
+                               "(flow style or anchors?); nothing was committed.")
     return updated
 
 
