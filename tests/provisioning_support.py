@@ -101,8 +101,7 @@ def push_to_default_branch(app, application: Application, sha: str, message: str
     from portal.models import ApplicationResource, Build
     from portal.services.hooks import webhook_secret
 
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == application.id, ApplicationResource.step == "source_repository"))
+    source = ApplicationResource.of(application.id, "source_repository")
     event = {"object_kind": "push", "ref": "refs/heads/main", "checkout_sha": sha, "after": sha,
              "user_username": pushed_by, "project_id": int(source.external_id),
              "commits": [{"id": sha, "message": message or f"change {sha[:4]}", "author": {"name": author},

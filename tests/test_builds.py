@@ -13,7 +13,6 @@ from portal.extensions import db
 from portal.models import Application, ApplicationResource, Build, BuildState, HookDelivery
 from portal.services.hooks import webhook_secret
 from tests.factories import ProjectFactory
-from tests.fakes.world import FakeWorld
 from tests.provisioning_support import FAKE_PROVIDERS, FAST
 from tests.support import HTMX
 
@@ -33,8 +32,7 @@ def cart(login, dev_member, world):
     ProjectFactory(name="shop")
     assert login(dev_member).post("/t/dev/shop/apps", data={"name": "cart", "template": "python-web"}).status_code == 302
     app = db.session.scalar(select(Application).where(Application.name == "cart"))
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == "source_repository"))
+    source = ApplicationResource.of(app.id, "source_repository")
     return app, int(source.external_id)
 
 
@@ -92,7 +90,7 @@ def test_a_push_to_the_default_branch_builds_and_records_the_image(app, cart, wo
     [ci_build] = world.objects("build").values()
     assert ci_build["parameters"] == {"COMMIT": SHA, "IMAGE_TAG": SHA[:8]}
     c = login(dev_member)
-    log = c.get(f"/t/dev/shop/cart/builds/1/log?offset=0").text
+    log = c.get("/t/dev/shop/cart/builds/1/log?offset=0").text
     assert f"COMMIT={SHA}" in log and "Finished: SUCCESS" in log
     # The timeline: commit, build, image.
     page = c.get("/t/dev/shop/cart").text

@@ -137,8 +137,7 @@ def test_provision_deploy_rollback_promote_and_delete_through_argo_cd(app, regis
     project = custom.get_namespaced_custom_object(GROUP, VERSION, ARGOCD, "appprojects", "dev")
     assert project["spec"]["destinations"] == [{"server": dev.server, "namespace": "dev-*"}]
     argo_app = custom.get_namespaced_custom_object(GROUP, VERSION, ARGOCD, "applications", f"dev-{shop}-web-dev")
-    deploy_repo = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == application.id, ApplicationResource.step == "deployment_repository"))
+    deploy_repo = ApplicationResource.of(application.id, "deployment_repository")
     assert argo_app["spec"]["source"]["repoURL"] == deploy_repo.attributes["http_url"]
     assert argo_app["spec"]["source"]["helm"]["valueFiles"] == ["../values-dev.yaml"]
     assert argo_app["spec"]["destination"] == {"server": dev.server, "namespace": f"dev-{shop}-web-dev"}

@@ -74,15 +74,13 @@ def push(app, cart: Application, sha: str) -> Build:
 
 def values(world, cart: Application, environment: str) -> dict:
     scm = FakeSourceControl(world)
-    deploy = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == cart.id, ApplicationResource.step == "deployment_repository"))
+    deploy = ApplicationResource.of(cart.id, "deployment_repository")
     return yaml.safe_load(scm.read_file(deploy.external_id, "main", f"values-{environment}.yaml"))
 
 
 def deploy_history(world, cart: Application) -> list:
     scm = FakeSourceControl(world)
-    deploy = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == cart.id, ApplicationResource.step == "deployment_repository"))
+    deploy = ApplicationResource.of(cart.id, "deployment_repository")
     return scm.history(deploy.external_id, "main")
 
 
@@ -165,8 +163,7 @@ def test_a_new_application_builds_and_deploys_its_first_commit_without_a_push(ap
     db.session.expire_all()
     [build] = db.session.scalars(select(Build)).all()
     scm = FakeSourceControl(world)
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == cart.id, ApplicationResource.step == "source_repository"))
+    source = ApplicationResource.of(cart.id, "source_repository")
     first = scm.history(source.external_id, "main")[0]
     assert (build.commit_sha, build.pushed_by) == (first.sha, "portal (first commit)")
     assert build.commit_message.startswith("Start cart from the python-web template")

@@ -11,7 +11,6 @@ from portal.extensions import db
 from portal.models import Application, ApplicationResource, Orphan, ProvisioningRun, RunKind, RunState, StepState
 from portal.services.applications import NewApplication, create_application
 from tests.factories import ProjectFactory
-from tests.fakes.world import FakeWorld
 from tests.provisioning_support import (
     FAKE_PROVIDERS,
     FAST,

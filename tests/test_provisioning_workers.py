@@ -17,7 +17,6 @@ from portal.models import RunState, StepState
 from portal.services.applications import NewApplication, create_application
 from portal.services.provisioning.chain import step_for
 from tests.factories import ProjectFactory
-from tests.fakes.world import FakeWorld
 from tests.provisioning_support import FAKE_PROVIDERS, FAST, STEP_CREATES, STEP_NAMES, app_named, \
     assert_fully_provisioned, latest_run
 

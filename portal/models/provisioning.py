@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, select, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -141,6 +141,13 @@ class ApplicationResource(ExternalThing, db.Model):
     application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"), index=True)
     adopted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @classmethod
+    def of(cls, application_id: int | None, step: str) -> "ApplicationResource | None":
+        """What the application has on record for this step (``source_repository``, ``ci_job``...), if anything."""
+        if application_id is None:
+            return None
+        return db.session.scalar(select(cls).where(cls.application_id == application_id, cls.step == step))
 
 
 class Orphan(ExternalThing, db.Model):

@@ -133,6 +133,5 @@ def clone_url(app: Application) -> str:
     """The source repository's clone URL, once provisioning has made it ("" before)."""
     from portal.models import ApplicationResource
 
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == "source_repository"))
+    source = ApplicationResource.of(app.id, "source_repository")
     return (source.attributes or {}).get("http_url", "") if source else ""

@@ -90,8 +90,7 @@ def build_first_commit(application_id: int) -> Build | None:
     app = db.session.get(Application, application_id)
     if not settings.build_on_create or providers.ci is None or providers.scm is None or app is None:
         return None
-    source = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == "source_repository"))
+    source = ApplicationResource.of(app.id, "source_repository")
     if source is None or db.session.scalar(select(Build.id).where(Build.application_id == app.id).limit(1)):
         return None
     branch = default_branch(source)
@@ -125,8 +124,7 @@ def rebuild(actor: User, app: Application, number: int) -> Build:
 # --- following a build on the CI server --------------------------------------------------------------
 
 def _job_path(app: Application, names: ResourceNames) -> str:
-    job = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == "ci_job"))
+    job = ApplicationResource.of(app.id, "ci_job")
     return job.external_id if job else f"{names.team}/{names.ci_job}"
 
 

@@ -86,8 +86,7 @@ class Image:
 
 
 def _deploy_repository(app: Application) -> ApplicationResource:
-    row = db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app.id, ApplicationResource.step == "deployment_repository"))
+    row = ApplicationResource.of(app.id, "deployment_repository")
     if row is None:
         raise Conflict("The application has no deployment repository yet: provisioning has not made it.")
     return row

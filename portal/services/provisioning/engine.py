@@ -295,16 +295,8 @@ def _provide(step: ProvisioningStep, definition: Step, ctx: StepContext, app: Ap
     step.state = StepState.SUCCEEDED
 
 
-def _resource_row(app_id: int | None, step_name: str) -> ApplicationResource | None:
-    """What the application has on record for this step, if anything."""
-    if app_id is None:
-        return None
-    return db.session.scalar(select(ApplicationResource).where(
-        ApplicationResource.application_id == app_id, ApplicationResource.step == step_name))
-
-
 def _record(app: Application, definition: Step, resource: ExternalResource, adopted: bool) -> ApplicationResource:
-    row = _resource_row(app.id, definition.name)
+    row = ApplicationResource.of(app.id, definition.name)
     if row is None:
         row = ApplicationResource(application_id=app.id, step=definition.name, adopted=adopted)
         db.session.add(row)
@@ -316,7 +308,7 @@ def _record(app: Application, definition: Step, resource: ExternalResource, adop
 def _remove(run: ProvisioningRun, step: ProvisioningStep, definition: Step, ctx: StepContext,
             app: Application) -> None:
     """Remove what the step created: the recorded resource, or one found by name that is ours."""
-    row = _resource_row(app.id, definition.name)
+    row = ApplicationResource.of(app.id, definition.name)
     provider = ctx.provider(definition.kind)
     if provider is None:
         if row is not None:
@@ -381,7 +373,7 @@ def _failed_attempt(run: ProvisioningRun, step: ProvisioningStep, exc: Integrati
     _append_log(step, f"failed: {message}")
     if run.kind == RunKind.DELETE:
         # A delete never stops half-way: what cannot be removed is reported as an orphan.
-        row = _resource_row(run.application_id, step.name)
+        row = ApplicationResource.of(run.application_id, step.name)
         if row is not None:
             _orphan(run, step, row, message)
         db.session.commit()
