@@ -13,6 +13,16 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+# HTMX stops polling on this status (and still swaps the final state in).
+STOP_POLLING = 286
+
+
+def polling_status(over: bool) -> int:
+    """The status of a polled region: 286 once what it shows is over, for HTMX's own GETs only (an action's
+    answer, or a whole page, is a plain 200)."""
+    return STOP_POLLING if over and is_htmx() and request.method == "GET" else 200
+
+
 def is_boosted_or_history() -> bool:
     """Whole-page HTMX requests (boosted links, history restore) want the full page."""
     return request.headers.get("HX-Boosted") == "true" or request.headers.get("HX-History-Restore-Request") == "true"

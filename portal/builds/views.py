@@ -6,19 +6,15 @@ from flask import Blueprint, request, url_for
 from flask_login import current_user, login_required
 
 from portal.errors import ValidationFailed
-from portal.htmx import is_htmx, redirect_to, render
+from portal.htmx import polling_status, redirect_to, render
 from portal.services import applications, builds
 
 bp = Blueprint("builds", __name__)
 
-STOP_POLLING = 286
-
-
 def _timeline(app):
     items = builds.recent_builds(current_user, app)
     active = any(not b.state.over for b in items)
-    status = STOP_POLLING if is_htmx() and not active else 200
-    return render("builds/_timeline.html", app=app, builds=items, active=active, status=status)
+    return render("builds/_timeline.html", app=app, builds=items, active=active, status=polling_status(not active))
 
 
 @bp.route("/t/<team>/<project>/<app>/builds")
@@ -45,8 +41,8 @@ def log(team: str, project: str, app: str, number: int):
         raise ValidationFailed({"offset": ["Must be a whole number of characters."]})
     application = applications.get_application(current_user, team, project, app)
     piece = builds.build_log(current_user, application, number, int(raw))
-    status = STOP_POLLING if is_htmx() and piece.over and not piece.text else 200
-    return render("builds/_log_piece.html", app=application, number=number, piece=piece, status=status)
+    return render("builds/_log_piece.html", app=application, number=number, piece=piece,
+                  status=polling_status(piece.over and not piece.text))
 
 
 @bp.route("/t/<team>/<project>/<app>/builds/<int:number>/rebuild", methods=["POST"])

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 from flask_login import current_user, login_required
 
-from portal.htmx import is_htmx, render
+from portal.htmx import polling_status, render
 from portal.services import access, applications, deployments
 
 bp = Blueprint("deployments", __name__)
 
-STOP_POLLING = 286
-
-
-def panel(app, status: int = 200):
+def panel(app):
     views = deployments.environments_view(current_user, app)
     active = any(d is not None and not d.state.over for v in views for d in [v.current])
-    if is_htmx() and request.method == "GET" and not active and status == 200:
-        status = STOP_POLLING
-    return render("deployments/_panel.html", app=app, environments=views, active=active, status=status,
+    return render("deployments/_panel.html", app=app, environments=views, active=active,
+                  status=polling_status(not active),
                   can_promote=access.is_maintainer(current_user, app.team_id))
 
 

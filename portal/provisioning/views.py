@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 from flask_login import current_user, login_required
 
-from portal.htmx import is_htmx, render
+from portal.htmx import polling_status, render
 from portal.services import access, applications
 from portal.services.provisioning import runs
 
 bp = Blueprint("provisioning", __name__)
 
-# HTMX stops polling on this status (and still swaps the final state in).
-STOP_POLLING = 286
-
-
-def _panel(app, status: int = 200):
+def _panel(app):
     view = runs.provisioning_view(current_user, app)
-    if is_htmx() and request.method == "GET" and not view.active and status == 200:
-        status = STOP_POLLING
-    return render("provisioning/_panel.html", app=app, view=view, status=status)
+    return render("provisioning/_panel.html", app=app, view=view, status=polling_status(not view.active))
 
 
 @bp.route("/t/<team>/<project>/<app>/provisioning")
