@@ -20,6 +20,7 @@ portal: callers hand in the names they already derived.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -128,7 +129,9 @@ def _stack_folder(stack: str) -> Path:
     return ROOT / stack
 
 
+@functools.cache
 def _environment() -> Environment:
+    """One Jinja2 environment per process, so that each template is compiled once, not per application."""
     env = Environment(
         loader=FileSystemLoader(str(ROOT)), undefined=StrictUndefined, keep_trailing_newline=True,
         autoescape=select_autoescape(enabled_extensions=("html.j2", "htm.j2"), default=False),
