@@ -64,9 +64,12 @@ def fingerprint(target: ClusterTarget) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def api_client(target: ClusterTarget) -> k8s.ApiClient:
-    """An ApiClient for ``target``: its kubeconfig, or its API URL, CA and bearer token."""
+def api_client(target: ClusterTarget, pool_size: int = 0) -> k8s.ApiClient:
+    """An ApiClient for ``target``: its kubeconfig, or its API URL, CA and bearer token; ``pool_size`` connections
+    kept open (0: the client's default), as many as the threads that use it at once."""
     configuration = k8s.Configuration()
+    if pool_size:
+        configuration.connection_pool_maxsize = pool_size
     if target.kubeconfig:
         try:
             document = yaml.safe_load(target.kubeconfig)
@@ -128,9 +131,9 @@ class KubernetesAPI:
         self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, target: ClusterTarget, timeout: float) -> "KubernetesAPI":
+    def of(cls, target: ClusterTarget, timeout: float, pool_size: int = 0) -> "KubernetesAPI":
         """The API server of the cluster ``target``, its client made now (InvalidRequest when it cannot be)."""
-        return cls(api_client(target), timeout, target.name, api_url=target.api_url,
+        return cls(api_client(target, pool_size), timeout, target.name, api_url=target.api_url,
                    secrets=(target.token, target.kubeconfig))
 
     def __repr__(self) -> str:
@@ -178,6 +181,25 @@ class KubernetesAPI:
             # The cause without the body, which may hold what ``secrets`` masks.
             raise error from ApiException(status=response.status, reason=response.reason)
         return json.loads(data) if data else {}
+
+    def open_stream(self, path: str, query: list[tuple[str, Any]], read_timeout: float) -> Any:
+        """Start a streaming GET (a watch) and return the open urllib3 response, its status checked; the
+        caller reads its lines and closes it. ``read_timeout`` bounds the silence between two chunks."""
+        client = self.client
+        serialized = client.param_serialize("GET", path, query_params=list(query),
+                                            header_params={"Accept": "application/json"},
+                                            auth_settings=["BearerToken"])
+        where = f"GET {path} (watch)"
+        try:
+            response = client.call_api(*serialized, _request_timeout=(self.timeout, read_timeout)).response
+        except (urllib3.exceptions.HTTPError, ApiException, OSError) as exc:
+            raise self._transport_error(exc, where) from exc
+        if not 200 <= response.status <= 299:
+            data = response.read()
+            response.release_conn()
+            raise self._status_error(response.status, _status_message(data) or str(response.reason), where,
+                                     response.headers, ()) from ApiException(status=response.status)
+        return response
 
     def get(self, path: str, **query: Any) -> dict[str, Any] | None:
         """The object at ``path``, or None when there is none."""
