@@ -21,6 +21,22 @@ def init_app(app: Flask) -> None:
             raise click.BadParameter(f"unknown queue(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_QUEUES)}")
         run_worker(list(queues) or DEFAULT_QUEUES, burst=burst, name=name)
 
+    @app.cli.command("watch-clusters")
+    @click.option("--refresh", default=30.0, show_default=True, help="Seconds between two reads of the registry.")
+    def watch_clusters(refresh: float) -> None:
+        """Keep the cluster cache: list-then-watch every registered cluster until SIGTERM or SIGINT."""
+        import logging
+        import signal
+        import threading
+
+        from portal.services.cluster_cache import keep_cluster_cache
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        keep_cluster_cache(app.config["PORTAL"], stop, refresh)
+
     @app.cli.command("config-reference")
     def config_reference() -> None:
         """Print every PORTAL_* setting with its type, default and meaning (Markdown)."""

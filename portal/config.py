@@ -142,6 +142,14 @@ class Settings:
     nexus_docker_url: str = setting(
         "", "Docker Registry v2 endpoint of the teams' Nexus repositories, e.g. https://registry.example.com.",
     )
+    cache_stale_seconds: float = setting(
+        30.0, "Age past which the cluster cache is stale and a panel lists from the API server itself.")
+    cache_watch_seconds: int = setting(300, "How long one watch request of the cluster cache lasts before it is resumed.")
+    cache_usage_seconds: float = setting(15.0, "Seconds between two reads of metrics.k8s.io by the cluster cache.")
+    cache_direct_seconds: float = setting(
+        5.0, "Without a cache, how long one direct LIST of a namespace serves every viewer before the next.")
+    panel_refresh_seconds: int = setting(10, "Default refresh interval of the resource panels, in seconds.")
+
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from flask import Flask
 from flask_login import current_user
 
+from integrations.cluster_objects import bytes_text, cpu_text
 from portal.services.access import navigation
 from portal.services.naming import MAX_APPLICATION, MAX_PROJECT
 from portal.services.provisioning.chain import step_label
@@ -28,6 +29,8 @@ def when(value: datetime | None) -> str:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["ago"] = ago
+    app.jinja_env.filters["cpu"] = cpu_text
+    app.jinja_env.filters["bytes"] = bytes_text
     app.jinja_env.filters["when"] = when
     app.jinja_env.globals["step_label"] = step_label
     app.jinja_env.globals["name_limits"] = {"project": MAX_PROJECT, "application": MAX_APPLICATION}

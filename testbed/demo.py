@@ -101,6 +101,8 @@ def main() -> int:
         children.append(subprocess.Popen([*flask, "worker"], cwd=PROJECT_ROOT, env=env))
         # The built-in runner's builds get a worker of their own: the job following a build waits for it.
         children.append(subprocess.Popen([*flask, "worker", "runner"], cwd=PROJECT_ROOT, env=env))
+        # The cluster cache the resource panels and team boards read: one watcher process for every cluster.
+        children.append(subprocess.Popen([*flask, "watch-clusters"], cwd=PROJECT_ROOT, env=env))
         children.append(subprocess.Popen(
             [str(bin_dir / "gunicorn"), "--bind", f"{host}:{port}", "--workers", "2", "--timeout", "120",
              "--access-logfile", "-", "app:app"], cwd=PROJECT_ROOT, env=env))
