@@ -23,7 +23,7 @@ run: setup
 
 ## The testbed's Kubernetes binaries, built once per machine from the Go module proxy (minutes when cold).
 testbed-binaries: $(BIN)/.installed
-	$(BIN)/python -m testbed.binaries build etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm
+	$(BIN)/python -m testbed.binaries build etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm metrics-server
 
 ## The offline Python base image of the application templates (debootstrap, once per machine; about 2 min cold).
 testbed-base-image: setup-test
@@ -44,6 +44,7 @@ bench: setup-test testbed-binaries
 	$(BIN)/python -m benchmarks.list_pages
 	$(BIN)/python -m benchmarks.provisioning
 	$(BIN)/python -m benchmarks.testbed
+	$(BIN)/python -m benchmarks.resources
 
 clean:
 	rm -rf $(VENV) .pytest_cache

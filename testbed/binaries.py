@@ -66,6 +66,10 @@ class Component:
             return [f"-X helm.sh/helm/v3/internal/version.version={version}",
                     *(f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
                       for pkg in ("lint/rules", "chartutil") for part, value in (("Major", "1"), ("Minor", k8s_minor)))]
+        if self.module == "sigs.k8s.io/metrics-server":
+            # As its Makefile: the version lives in client-go's package (what `metrics-server --version` prints).
+            return [f"-X k8s.io/client-go/pkg/version.{key}={value}"
+                    for key, value in (("gitVersion", version), ("gitCommit", ""))]
         return []  # kwok and etcd carry their version in their source
 
     @property
@@ -87,10 +91,13 @@ COMPONENTS = {c.name: c for c in (
               in_kubebuilder_assets=True),
     Component("kwok", "kwok", "sigs.k8s.io/kwok", "sigs.k8s.io/kwok/cmd/kwok", "TESTBED_KWOK"),
     Component("helm", "helm", "helm.sh/helm/v3", "helm.sh/helm/v3/cmd/helm", "TESTBED_HELM"),
+    Component("metrics-server", "metrics-server", "sigs.k8s.io/metrics-server",
+              "sigs.k8s.io/metrics-server/cmd/metrics-server", "TESTBED_METRICS_SERVER"),
 )}
 
 # What `build` with no names builds: all but kubectl, which the testbed itself does not need.
-DEFAULT_BUILD = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm"]
+DEFAULT_BUILD = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm",
+                 "metrics-server"]
 
 
 def required_version(go_mod: Path, module: str) -> str:

@@ -1,5 +1,7 @@
 """A real Kubernetes control plane on this machine: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, and KWOK managing fake nodes, so that Deployments get Running, Ready pods with no kubelet.
+kube-scheduler, and KWOK managing fake nodes, so that Deployments get Running, Ready pods with no kubelet;
+and metrics-server behind the API server's aggregation layer, so that ``metrics.k8s.io`` answers with
+the usage KWOK reports for those nodes and pods (see kwok/metrics.yaml).
 
 Every process runs from the cluster's own state folder and waits on a real
 health check. The admin kubeconfig is written to ``<state>/kubeconfig``.
@@ -23,8 +25,15 @@ from testbed.pki import CertificateAuthority, service_account_keys
 from testbed.process import ServerProcess, free_port
 
 SERVICE_RANGE = "10.96.0.0/16"
-STAGES = Path(__file__).resolve().parent / "kwok" / "stages.yaml"
+KWOK_CONFIG = Path(__file__).resolve().parent / "kwok"
+STAGES = KWOK_CONFIG / "stages.yaml"
+METRICS = KWOK_CONFIG / "metrics.yaml"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# Where metrics-server scrapes a node: KWOK's port, the path the node names, as kwokctl sets it up.
+METRICS_PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"
+# metrics-server's shortest resolution: it scrapes every node this often, so a new pod has metrics
+# after two scrapes, 10 to 20 s.
+METRIC_RESOLUTION = "10s"
 # Realistic capacity for the fake nodes: 8 cores, 32 GiB, 110 pods each.
 NODE_CAPACITY = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 
@@ -35,6 +44,12 @@ class Cluster:
     state: Path
     nodes: int = 3
     api_port: int = 0
+    metrics: bool = True  # serve metrics.k8s.io through metrics-server
+    node_pods: int = 110  # pods each fake node takes (a benchmark's 20,000 pods want more than a kubelet's 110)
+    # Requests per second the controllers, the scheduler and KWOK may send (client-go's default is 5-50: a
+    # benchmark creating thousands of pods wants more).
+    api_qps: int = 50
+    etcd_url: str = ""
     processes: list[ServerProcess] = field(default_factory=list)
 
     @property
@@ -73,10 +88,15 @@ class Cluster:
                            hosts=("127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default",
                                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
         admin = ca.issue(pki, "admin", "testbed-admin", org="system:masters")
+        # The aggregation layer: the API server proxies to an extension API server (metrics-server) as
+        # front-proxy-client, naming the user in headers the extension trusts by this CA.
+        front_proxy = CertificateAuthority.create(pki, "front-proxy-ca", file="front-proxy-ca")
+        proxy_client = front_proxy.issue(pki, "front-proxy-client", "front-proxy-client")
         sa = service_account_keys(pki)
         _write_kubeconfig(self.kubeconfig, self.name, self.server, ca.path, admin.cert, admin.key)
 
         etcd_port, peer_port = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._run("etcd", [
             str(binaries.ensure("etcd")), "--name", self.name, "--data-dir", str(self.state / "etcd"),
             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -100,7 +120,19 @@ class Cluster:
             "--endpoint-reconciler-type", "none",  # as envtest: loopback may not be an endpoint
             # No node lifecycle controller runs to lift the not-ready taint; KWOK nodes are ready from the start.
             "--disable-admission-plugins", "TaintNodesByCondition",
+            # ConfigMaps are watched from etcd itself, not the watch cache, so that compacting etcd makes a real
+            # "410 Gone" for a watch from an old resourceVersion (what the cluster cache's tests need).
+            "--watch-cache-sizes", "configmaps#0",
+            "--requestheader-client-ca-file", str(front_proxy.path),
+            "--requestheader-allowed-names", "front-proxy-client",
+            "--requestheader-username-headers", "X-Remote-User", "--requestheader-group-headers", "X-Remote-Group",
+            "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+            "--proxy-client-cert-file", str(proxy_client.cert), "--proxy-client-key-file", str(proxy_client.key),
+            # No --enable-aggregator-routing: it picks an endpoint of the Service, and an ExternalName Service
+            # (how metrics-server on loopback is reached, see _start_metrics_server) has none.
         ], lambda: self._ready("/readyz"), timeout)
+        # Started now, its health waited on last: it starts while the other pieces do.
+        metrics_server = self._start_metrics_server(ca, timeout) if self.metrics else None
 
         kube = [f"--kubeconfig={self.kubeconfig}"]
         self._run("kube-controller-manager", [
@@ -109,25 +141,43 @@ class Cluster:
             f"--service-account-private-key-file={sa.key}", f"--root-ca-file={ca.path}",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-nodelifecycle",  # KWOK keeps the fake nodes alive
+            f"--kube-api-qps={self.api_qps}", f"--kube-api-burst={2 * self.api_qps}",
         ], lambda: self._default_service_account(), timeout)
         self._run("kube-scheduler", [
             str(binaries.ensure("kube-scheduler")), *kube,
             f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+            f"--kube-api-qps={self.api_qps}", f"--kube-api-burst={2 * self.api_qps}",
         ], lambda: True, timeout)
+        # KWOK also plays each node's kubelet server (resource metrics, logs) on one port of its own, which the
+        # nodes give as their address and kubelet port; TLS with a certificate of the cluster's CA.
+        kwok_port = free_port()
+        kwok_tls = ca.issue(pki, "kwok", "kwok", server=True, hosts=("127.0.0.1", "localhost"))
         self._run("kwok", [
             str(binaries.ensure("kwok")), *kube,
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1", f"--config={STAGES}",
-        ], lambda: True, timeout)
+            "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1", f"--node-port={kwok_port}",
+            f"--server-address=127.0.0.1:{kwok_port}",
+            f"--tls-cert-file={kwok_tls.cert}", f"--tls-private-key-file={kwok_tls.key}",
+            f"--config={STAGES}", *([f"--config={METRICS}"] if self.metrics else []),
+        ], lambda: self._answers(f"https://127.0.0.1:{kwok_port}/healthz"), timeout)
         self._add_nodes()
         self._wait(lambda: self._ready_nodes() >= self.nodes, timeout, "KWOK nodes Ready")
+        if metrics_server:
+            self._wait(lambda: self._serving_metrics(metrics_server), timeout, "metrics.k8s.io served")
         (self.state / "cluster.json").write_text(json.dumps(self.describe()))
         return self
 
     def describe(self) -> dict:
         return {"name": self.name, "server": self.server, "kubeconfig": str(self.kubeconfig),
                 "pids": {p.name: p.proc.pid for p in self.processes if p.proc}}
+
+    def prometheus(self, server: str = "") -> str:
+        """The Prometheus metrics of the API server, or of ``server`` (another of the cluster's servers, such as
+        metrics-server: https://127.0.0.1:<port>), read as the admin."""
+        with urllib.request.urlopen(urllib.request.Request((server or self.server) + "/metrics"),
+                                    context=self._ssl(), timeout=10) as resp:
+            return resp.read().decode()
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
@@ -137,10 +187,49 @@ class Cluster:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _run(self, name: str, argv: list[str], healthy, timeout: float) -> None:
+    def _start_metrics_server(self, ca: CertificateAuthority, timeout: float) -> ServerProcess:
+        """metrics-server, started but not waited on, registered as the API server's metrics.k8s.io."""
+        pki, port = self.state / "pki", free_port()
+        # The aggregator checks the name <service>.<namespace>.svc against this CA (the APIService's caBundle).
+        serving = ca.issue(pki, "metrics-server", "metrics-server", server=True,
+                           hosts=("metrics-server.kube-system.svc", "localhost", "127.0.0.1"))
+        server = self._run("metrics-server", [
+            str(binaries.ensure("metrics-server")), f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={port}",
+            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
+            # Each node's InternalIP (127.0.0.1) and kubelet port lead to KWOK, whose certificate is the CA's.
+            "--kubelet-preferred-address-types=InternalIP", "--kubelet-use-node-status-port",
+            f"--kubelet-certificate-authority={ca.path}", f"--metric-resolution={METRIC_RESOLUTION}",
+            "--kubelet-request-timeout=5s",  # must be shorter than the resolution
+        ], lambda: True, timeout)
+        # Loopback may not be an endpoint, but the aggregator resolves an ExternalName Service to
+        # https://<externalName>:<the APIService's port> (ResolveCluster in k8s.io/apiserver/pkg/util/proxy).
+        labels = {"k8s-app": "metrics-server"}
+        self._request("POST", "/api/v1/namespaces/kube-system/services", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "metrics-server", "namespace": "kube-system", "labels": labels},
+            "spec": {"type": "ExternalName", "externalName": "localhost"},
+        })
+        self._request("POST", "/apis/apiregistration.k8s.io/v1/apiservices", {
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": "v1beta1.metrics.k8s.io", "labels": labels},
+            "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100,
+                     "versionPriority": 100, "caBundle": base64.b64encode(ca.path.read_bytes()).decode(),
+                     "service": {"namespace": "kube-system", "name": "metrics-server", "port": port}},
+        })
+        return server
+
+    def _run(self, name: str, argv: list[str], healthy, timeout: float) -> ServerProcess:
         proc = ServerProcess(name=name, argv=argv, workdir=self.state, healthy=healthy)
         self.processes.append(proc)
-        proc.start(timeout=timeout)
+        return proc.start(timeout=timeout)
+
+    def _serving_metrics(self, metrics_server: ServerProcess) -> bool:
+        if metrics_server.proc.poll() is not None:
+            raise RuntimeError(f"metrics-server exited with {metrics_server.proc.returncode}; see "
+                               f"{self.state}/metrics-server.log:\n{metrics_server.log_tail()}")
+        return self._ready("/apis/metrics.k8s.io/v1beta1/nodes")
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.state / "pki" / "ca.crt"))
@@ -155,9 +244,12 @@ class Cluster:
             return json.loads(resp.read() or b"{}")
 
     def _ready(self, path: str) -> bool:
+        return self._answers(self.server + path)
+
+    def _answers(self, url: str) -> bool:
+        """Whether ``url`` answers 200 to the admin, its certificate checked against the cluster's CA."""
         try:
-            req = urllib.request.Request(self.server + path)
-            with urllib.request.urlopen(req, context=self._ssl(), timeout=2) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url), context=self._ssl(), timeout=2) as resp:
                 return resp.status == 200
         except OSError:
             return False
@@ -170,14 +262,17 @@ class Cluster:
             return False
 
     def _add_nodes(self) -> None:
+        capacity = {**NODE_CAPACITY, "pods": str(self.node_pods)}
         for i in range(self.nodes):
             self._request("POST", "/api/v1/nodes", {
                 "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": f"{self.name}-node-{i}", "annotations": {NODE_ANNOTATION: "fake"},
+                "metadata": {"name": f"{self.name}-node-{i}",
+                             "annotations": {NODE_ANNOTATION: "fake", METRICS_PATH_ANNOTATION:
+                                             f"/metrics/nodes/{self.name}-node-{i}/metrics/resource"},
                              "labels": {"type": "kwok", "kubernetes.io/hostname": f"{self.name}-node-{i}",
                                         "node-role.kubernetes.io/agent": ""}},
                 "spec": {},
-                "status": {"allocatable": NODE_CAPACITY, "capacity": NODE_CAPACITY,
+                "status": {"allocatable": capacity, "capacity": capacity,
                            "nodeInfo": {"kubeletVersion": "fake", "operatingSystem": "linux",
                                         "architecture": "amd64"}},
             })

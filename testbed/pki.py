@@ -1,5 +1,6 @@
-"""Certificates and keys for a throwaway control plane: a CA, the API server's serving certificate,
-client certificates, and the service-account signing key. Generated with `cryptography`, written as PEM."""
+"""Certificates and keys for a throwaway control plane: CAs (the cluster's, and the aggregation layer's
+front proxy's), serving certificates, client certificates, and the service-account signing key.
+Generated with `cryptography`, written as PEM."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class CertificateAuthority:
     path: Path
 
     @classmethod
-    def create(cls, directory: Path, name: str = "testbed-ca") -> "CertificateAuthority":
+    def create(cls, directory: Path, name: str = "testbed-ca", file: str = "ca") -> "CertificateAuthority":
+        """A new CA written to ``<directory>/<file>.crt`` and ``.key``."""
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -62,9 +64,9 @@ class CertificateAuthority:
                            critical=True)
             .sign(key, hashes.SHA256())
         )
-        path = directory / "ca.crt"
+        path = directory / f"{file}.crt"
         _write_cert(path, cert)
-        _write_key(directory / "ca.key", key)
+        _write_key(directory / f"{file}.key", key)
         return cls(key, cert, path)
 
     def issue(self, directory: Path, name: str, common: str, org: str | None = None, server: bool = False,
