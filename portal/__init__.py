@@ -40,6 +40,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from portal.admin.views import bp as admin_bp
     from portal.apps.views import bp as apps_bp
     from portal.auth.views import bp as auth_bp
+    from portal.boards.views import bp as boards_bp
     from portal.builds.views import bp as builds_bp
     from portal.dashboard.views import bp as dashboard_bp
     from portal.deployments.views import bp as deployments_bp
@@ -51,7 +52,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from portal.teams.views import bp as teams_bp
 
     for bp in (auth_bp, dashboard_bp, projects_bp, apps_bp, provisioning_bp, builds_bp, deployments_bp, teams_bp,
-               resources_bp, admin_bp, hooks_bp, git_bp):
+               resources_bp, boards_bp, admin_bp, hooks_bp, git_bp):
         app.register_blueprint(bp)
     return app
 

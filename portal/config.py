@@ -89,6 +89,10 @@ class Settings:
         "", "Storage of rate-limit counters; empty means the Redis of PORTAL_REDIS_URL.", secret=True
     )
     page_size: int = setting(25, "Rows per page of the list pages.")
+    kiosk_cycle_seconds: int = setting(
+        20, "Seconds a kiosk shows each team before the next, and between two refreshes of a team board "
+        "(a board URL's ?every= overrides it).",
+    )
     session_cookie_secure: bool = setting(False, "Send the session cookie over HTTPS only.")
     strict_templates: bool = setting(False, "Fail on undefined template variables (on in development and tests).")
     testing: bool = setting(False, "Test mode: no rate-limit storage in Redis, strict templates.")
@@ -149,7 +153,6 @@ class Settings:
     cache_direct_seconds: float = setting(
         5.0, "Without a cache, how long one direct LIST of a namespace serves every viewer before the next.")
     panel_refresh_seconds: int = setting(10, "Default refresh interval of the resource panels, in seconds.")
-
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -259,21 +259,80 @@ def gitlab():
         yield server
 
 
+class LiveServer:
+    """The app served over HTTP on 127.0.0.1 from a thread, which a test may stop and start again on the same
+    port: a portal outage as a browser sees it, connections refused, then the portal back.
+
+    Each request gets its own app context in the server's threads, as in production.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.port = 0  # chosen by the first start, kept by the next ones
+        self._server = None
+        self._thread = None
+        self._connections: set = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "LiveServer":
+        import threading
+
+        from werkzeug.serving import make_server
+
+        server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        accept, close = server.get_request, server.shutdown_request
+
+        def get_request():
+            conn, address = accept()
+            self._connections.add(conn)
+            return conn, address
+
+        def shutdown_request(conn):
+            self._connections.discard(conn)
+            close(conn)
+
+        server.get_request, server.shutdown_request = get_request, shutdown_request
+        self.port, self._server = server.server_port, server
+        self._thread = threading.Thread(target=server.serve_forever, name="portal-live-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        import socket
+
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
+        # A keep-alive connection would go on being served by its thread: cut it, as a dead server would.
+        for conn in list(self._connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._connections.clear()
+        self._server = self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+
 @pytest.fixture
-def live_server(app):
+def restartable_server(app):
+    """The test's app over HTTP (a LiveServer), which the test may stop and start again on the same port."""
+    server = LiveServer(app).start()
+    yield server
+    if server.running:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(restartable_server):
     """The test's app served over HTTP on 127.0.0.1 from a thread; yields its base URL.
 
-    Each request gets its own app context in the server's threads, as in
-    production; the database is the migrated one the ``app`` fixture resets.
+    The database is the migrated one the ``app`` fixture resets.
     """
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="portal-live-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    return restartable_server.url

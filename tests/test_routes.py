@@ -11,7 +11,7 @@ import pytest
 
 from portal.extensions import db
 from portal.models import Build, BuildState, Deployment, DeploymentState, MembershipStatus, Orphan, Role, RunKind, RunState, Team
-from portal.services import tokens
+from portal.services import kiosks, tokens
 from portal.services.provisioning.runs import new_run
 from tests.factories import ApplicationFactory, ClusterFactory, MembershipFactory, ProjectFactory, UserFactory, member_of
 
@@ -28,6 +28,8 @@ class World:
     queued_run_id: int
     orphan_id: int
     token_id: int
+    kiosk_token: str
+    kiosk_token_id: int
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ CASES: dict[str, Case] = {
     "builds.log": Case("GET", "/t/dev/alpha/web/builds/1/log?offset=0", (LOGIN, 404, 200, 200, 200)),
     "builds.rebuild": Case("POST", "/t/dev/alpha/web/builds/1/rebuild", (LOGIN, 404, 302, 302, 302)),
     "deployments.index": Case("GET", "/t/dev/alpha/web/deployments", (LOGIN, 404, 200, 200, 200)),
+    "resources.panel": Case("GET", "/t/dev/alpha/web/resources", (LOGIN, 404, 200, 200, 200)),
     # Rolling back to what already runs, and promoting nothing, are refused by the service for those who may act.
     "deployments.rollback": Case("POST", "/t/dev/alpha/web/deployments/1/rollback", (LOGIN, 404, 409, 409, 409)),
     "deployments.promote": Case("POST", "/t/dev/alpha/web/environments/dev/promote", (LOGIN, 404, 403, 409, 409)),
@@ -108,6 +111,14 @@ CASES: dict[str, Case] = {
     "admin.cluster_check": Case("POST", "/admin/clusters/dev-cluster/check", (LOGIN, 403, 403, 403, 200)),
     "admin.cluster_delete": Case("POST", "/admin/clusters/dev-cluster/delete", (LOGIN, 403, 403, 403, 302)),
     "admin.audit_log": Case("GET", "/admin/audit", (LOGIN, 403, 403, 403, 200)),
+    "admin.kiosks_index": Case("GET", "/admin/kiosks", (LOGIN, 403, 403, 403, 200)),
+    "admin.kiosks_create": Case("POST", "/admin/kiosks", (LOGIN, 403, 403, 403, 201),
+                                {"name": "hall", "team_names": "dev"}),
+    "admin.kiosk_revoke": Case("POST", lambda w: f"/admin/kiosks/{w.kiosk_token_id}/revoke",
+                               (LOGIN, 403, 403, 403, 302)),
+    "boards.team_board": Case("GET", "/teams/dev/board", (LOGIN, 404, 200, 200, 200)),
+    # Only the kiosk token counts, never a session or a role: the world's token shows ops (not dev) to anyone.
+    "boards.kiosk": Case("GET", lambda w: f"/kiosk/{w.kiosk_token}", (200, 200, 200, 200, 200)),
 }
 
 
@@ -141,8 +152,10 @@ def world(app) -> World:
     newcomer = UserFactory(username="newcomer")
     token = tokens.create_token(newcomer, "newcomer's laptop").token
     ClusterFactory(name="dev-cluster", teams=[Team.by_name("dev")])
+    kiosk = kiosks.create_kiosk_token(UserFactory(username="kiosk-maker", is_admin=True), "corridor", ["ops"])
     return World(pending_membership_id=pending.id, newcomer="newcomer", newcomer_id=newcomer.id,
-                 failed_run_id=failed.id, queued_run_id=queued.id, orphan_id=orphan.id, token_id=token.id)
+                 failed_run_id=failed.id, queued_run_id=queued.id, orphan_id=orphan.id, token_id=token.id,
+                 kiosk_token=kiosk.secret, kiosk_token_id=kiosk.token.id)
 
 
 def _user_for(role: str):

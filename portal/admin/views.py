@@ -1,4 +1,4 @@
-"""Admin pages: users, clusters, the audit trail. Every service call checks for an admin."""
+"""Admin pages: users, clusters, kiosk tokens, the audit trail. Every service call checks for an admin."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from flask import Blueprint, current_app, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectMultipleField, StringField, TextAreaField
+from wtforms.widgets import CheckboxInput, ListWidget
 from wtforms.validators import DataRequired, Length
 
 from portal.errors import ValidationFailed
 from portal.forms import show_errors
-from portal.htmx import redirect_to, render
+from portal.htmx import is_htmx, redirect_to, render
 from portal.listing_args import page_arg, text_arg
-from portal.services import accounts, audit, clusters, teams
+from portal.services import accounts, audit, clusters, kiosks, teams
 from portal.services.access import require_admin
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -109,6 +110,55 @@ def cluster_check(name: str):
 def cluster_delete(name: str):
     clusters.delete_cluster(current_user, name)
     return redirect_to(url_for("admin.clusters_index"))
+
+
+class KioskForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=kiosks.MAX_NAME)])
+    team_names = SelectMultipleField("Teams it shows", validate_choice=False,
+                                     widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
+
+
+def _kiosks_page(form: KioskForm | None = None, new_token: kiosks.NewKioskToken | None = None, status: int = 200):
+    if form is None:
+        form = KioskForm(formdata=None)
+    form.team_names.choices = teams.all_team_names()
+    kiosk_url = ""
+    if new_token is not None:
+        base = current_app.config["PORTAL"].public_url.rstrip("/")
+        kiosk_url = base + url_for("boards.kiosk", token=new_token.secret)
+    resp = render("admin/kiosks.html", block="kiosks", tokens=kiosks.list_kiosk_tokens(current_user), form=form,
+                  new_token=new_token, kiosk_url=kiosk_url, status=status)
+    if new_token is not None:
+        resp.headers["Cache-Control"] = "no-store"  # the only copy of the token must not linger in a cache
+    return resp
+
+
+@bp.route("/kiosks")
+def kiosks_index():
+    return _kiosks_page()
+
+
+@bp.route("/kiosks", methods=["POST"])
+def kiosks_create():
+    form = KioskForm()
+    form.team_names.choices = teams.all_team_names()
+    if form.validate_on_submit():
+        try:
+            new_token = kiosks.create_kiosk_token(current_user, form.name.data, list(form.team_names.data or []))
+        except ValidationFailed as exc:
+            show_errors(form, exc)
+        else:
+            # Shown in the answer, not after a redirect: the token must never travel through the session.
+            return _kiosks_page(new_token=new_token, status=201)
+    return _kiosks_page(form, status=422)
+
+
+@bp.route("/kiosks/<int:token_id>/revoke", methods=["POST"])
+def kiosk_revoke(token_id: int):
+    token = kiosks.revoke_kiosk_token(current_user, token_id)
+    if is_htmx():
+        return render("admin/_kiosk_row.html", token=token)
+    return redirect_to(url_for("admin.kiosks_index"))
 
 
 @bp.route("/audit")

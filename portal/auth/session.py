@@ -12,7 +12,7 @@ from portal.htmx import is_htmx, redirect_to
 from portal.models import User
 
 # What a user whose membership awaits approval may still reach.
-PENDING_ALLOWED = {"auth.pending", "auth.logout", "auth.account", "static"}
+PENDING_ALLOWED = {"auth.pending", "auth.logout", "auth.account", "static", "boards.kiosk"}
 
 
 def safe_next(target: str | None) -> str:

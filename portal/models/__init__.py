@@ -4,6 +4,7 @@ from portal.models.account import Membership, MembershipStatus, Role, Team, User
 from portal.models.audit import AuditEvent
 from portal.models.build import Build, BuildLogChunk, BuildState, Deployment, DeploymentState, HookDelivery
 from portal.models.cluster import Cluster
+from portal.models.kiosk import KioskToken
 from portal.models.project import Application, Project
 from portal.models.secret import StoredSecret
 from portal.models.token import PersonalAccessToken
@@ -36,6 +37,7 @@ __all__ = [
     "DeploymentState",
     "HookDelivery",
     "Cluster",
+    "KioskToken",
     "Membership",
     "MembershipStatus",
     "Project",

@@ -67,5 +67,6 @@ def navigation(actor: User) -> list[tuple[str, str]]:
     links = [("dashboard.index", "Dashboard"), ("projects.index", "Projects"), ("apps.index", "Applications"),
              ("teams.index", "Teams"), ("provisioning.orphans", "Orphans")]
     if actor.is_admin:
-        links += [("admin.users", "Users"), ("admin.clusters_index", "Clusters"), ("admin.audit_log", "Audit")]
+        links += [("admin.users", "Users"), ("admin.clusters_index", "Clusters"), ("admin.kiosks_index", "Kiosks"),
+                  ("admin.audit_log", "Audit")]
     return links
