@@ -165,8 +165,18 @@ class KubernetesAPI:
     def request(self, method: str, path: str, body: Any = None, query: list[tuple[str, Any]] | None = None,
                 content_type: str = "application/json", secrets: Iterable[str] = ()) -> dict[str, Any]:
         """Send one request; the decoded JSON answer, or the error it means (``secrets`` masked in it too)."""
+        data = self._send(method, path, body, query, content_type, "application/json", secrets)
+        return json.loads(data) if data else {}
+
+    def request_text(self, method: str, path: str, query: list[tuple[str, Any]] | None = None) -> str:
+        """Send one request whose answer is text (a pod's log), or raise the error it means."""
+        return self._send(method, path, None, query, "application/json", "text/plain, application/json",
+                          ()).decode("utf-8", "replace")
+
+    def _send(self, method: str, path: str, body: Any, query: list[tuple[str, Any]] | None, content_type: str,
+              accept: str, secrets: Iterable[str]) -> bytes:
         client = self.client
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         serialized = client.param_serialize(method, path, query_params=list(query or []),
                                             header_params=headers, body=body, auth_settings=["BearerToken"])
         where = f"{method} {path}"
@@ -180,7 +190,7 @@ class KubernetesAPI:
                                        response.headers, secrets)
             # The cause without the body, which may hold what ``secrets`` masks.
             raise error from ApiException(status=response.status, reason=response.reason)
-        return json.loads(data) if data else {}
+        return data
 
     def open_stream(self, path: str, query: list[tuple[str, Any]], read_timeout: float) -> Any:
         """Start a streaming GET (a watch) and return the open urllib3 response, its status checked; the

@@ -18,6 +18,7 @@ class LogQuery:
     pods: tuple[str, ...] = ()
     containers: tuple[str, ...] = ()
     streams: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
     limit: int = 200
 
 
@@ -29,6 +30,8 @@ class LogLine:
     pod: str
     container: str
     stream: str = "stdout"
+    level: str = ""
+    highlighted: str = ""  # the message with matches between log_search.MARK_START and MARK_END, if any
     sort: tuple = ()
 
 

@@ -123,6 +123,8 @@ class Cluster:
             # ConfigMaps are watched from etcd itself, not the watch cache, so that compacting etcd makes a real
             # "410 Gone" for a watch from an old resourceVersion (what the cluster cache's tests need).
             "--watch-cache-sizes", "configmaps#0",
+            # Logs and exec go to a node's kubelet (KWOK, on loopback) by its address, not its name.
+            "--kubelet-preferred-address-types", "InternalIP",
             "--requestheader-client-ca-file", str(front_proxy.path),
             "--requestheader-allowed-names", "front-proxy-client",
             "--requestheader-username-headers", "X-Remote-User", "--requestheader-group-headers", "X-Remote-Group",
@@ -160,6 +162,7 @@ class Cluster:
             f"--server-address=127.0.0.1:{kwok_port}",
             f"--tls-cert-file={kwok_tls.cert}", f"--tls-private-key-file={kwok_tls.key}",
             f"--config={STAGES}", *([f"--config={METRICS}"] if self.metrics else []),
+            f"--config={self._pod_logs_config()}",
         ], lambda: self._answers(f"https://127.0.0.1:{kwok_port}/healthz"), timeout)
         self._add_nodes()
         self._wait(lambda: self._ready_nodes() >= self.nodes, timeout, "KWOK nodes Ready")
@@ -167,6 +170,26 @@ class Cluster:
             self._wait(lambda: self._serving_metrics(metrics_server), timeout, "metrics.k8s.io served")
         (self.state / "cluster.json").write_text(json.dumps(self.describe()))
         return self
+
+    @property
+    def pod_logs(self) -> tuple[Path, Path]:
+        """The files every pod's containers log (current, previous), in the container runtime's format
+        (``<RFC 3339 time> stdout|stderr F <line>``); KWOK serves them as ``kubectl logs`` does, and follows
+        the current one."""
+        folder = self.state / "pod-logs"
+        return folder / "current.log", folder / "previous.log"
+
+    def _pod_logs_config(self) -> Path:
+        current, previous = self.pod_logs
+        current.parent.mkdir(parents=True, exist_ok=True)
+        current.touch()
+        previous.touch()
+        config = self.state / "kwok-logs.yaml"
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs", "metadata": {"name": "testbed-logs"},
+            "spec": {"selector": {}, "logs": [{"logsFile": str(current), "previousLogsFile": str(previous),
+                                               "follow": True}]}}))
+        return config
 
     def describe(self) -> dict:
         return {"name": self.name, "server": self.server, "kubeconfig": str(self.kubeconfig),
