@@ -21,9 +21,11 @@ setup-test: $(BIN)/.installed
 run: setup
 	$(BIN)/python -m testbed.demo
 
-## The testbed's Kubernetes binaries, built once per machine from the Go module proxy (minutes when cold).
+## The testbed's Kubernetes binaries, built once per machine from the Go module proxy (minutes when cold), and its
+## search engines (OpenSearch, Elasticsearch) from Maven Central's jars (Java 17 and Maven).
 testbed-binaries: $(BIN)/.installed
 	$(BIN)/python -m testbed.binaries build etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm metrics-server
+	$(BIN)/python -m testbed.search build
 
 ## The offline Python base image of the application templates (debootstrap, once per machine; about 2 min cold).
 testbed-base-image: setup-test

@@ -174,6 +174,26 @@ def db_url_for_worker(app) -> str:
 
 
 @pytest.fixture(scope="session")
+def search_node(session_tmp):
+    """One real OpenSearch 2.19 node per test session, run from Maven Central's jars (built once per machine)."""
+    from testbed.search import SearchNode
+
+    node = SearchNode.start(session_tmp / "search")
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_node(session_tmp):
+    """One real Elasticsearch 8 node per test session, run from Maven Central's jars (built once per machine)."""
+    from testbed.search import SearchNode
+
+    node = SearchNode.start(session_tmp / "elasticsearch", engine="elasticsearch")
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
 def control_plane(session_tmp):
     """One real control plane (etcd, API server, controller manager, scheduler, KWOK nodes) per test session."""
     from testbed.cluster import Cluster
