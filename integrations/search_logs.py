@@ -1,0 +1,106 @@
+"""The log store over a search engine: Elasticsearch through ``elasticsearch``, OpenSearch through
+``opensearch-py``. The request bodies are ``integrations.log_search``'s; only the client call and its errors
+differ.
+
+``query`` returns the newest lines matching (or those older than a cursor, for "load older") oldest first,
+as a panel shows them; ``tail`` returns the lines after a cursor, in order, each exactly once, with the same
+sort, so a live panel asks only for what is new. A missing index (nothing shipped yet) is no lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from integrations.errors import IntegrationError, Unavailable
+from integrations.http import error_for_status, scrub
+from integrations.log_search import LogFields, lines_of, search_body
+from integrations.logs import LogPage, LogQuery
+
+
+class SearchLogStore:
+    """The LogStore contract over one engine's client; subclasses send the search and map its errors."""
+
+    system = "search"
+
+    def __init__(self, client: Any, index: str, fields: LogFields | None = None, secrets: tuple[str, ...] = ()):
+        self.client = client
+        self.index = index
+        self.fields = fields or LogFields()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def query(self, query: LogQuery, before: tuple | None = None) -> LogPage:
+        body = search_body(query, self.fields, newest_first=True, search_after=before)
+        lines = list(reversed(lines_of(self._search(body), self.fields)))
+        return LogPage(lines=lines, cursor=lines[0].sort if lines else before)
+
+    def tail(self, query: LogQuery, after: tuple | None) -> LogPage:
+        if after is None:
+            page = self.query(query)
+            return LogPage(page.lines, page.lines[-1].sort if page.lines else None, page.notes)
+        body = search_body(query, self.fields, newest_first=False, search_after=after)
+        lines = lines_of(self._search(body), self.fields)
+        return LogPage(lines=lines, cursor=lines[-1].sort if lines else after)
+
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _error(self, status: int | None, message: str) -> IntegrationError:
+        message = scrub(message, *self._secrets)[:500]
+        return Unavailable(self.system, message) if status is None else error_for_status(self.system, status, message)
+
+
+class OpenSearchLogStore(SearchLogStore):
+    system = "opensearch"
+
+    @classmethod
+    def connect(cls, url: str, index: str, user: str = "", password: str = "", verify: bool = True,
+                ca_bundle: str = "", timeout: float = 10.0, fields: LogFields | None = None) -> "OpenSearchLogStore":
+        from opensearchpy import OpenSearch
+
+        client = OpenSearch(hosts=[url], http_auth=(user, password) if user else None, verify_certs=verify,
+                            ca_certs=ca_bundle or None, timeout=timeout, max_retries=1, retry_on_timeout=False)
+        return cls(client, index, fields, secrets=(password,))
+
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
+        from opensearchpy import exceptions
+
+        try:
+            return self.client.search(index=self.index, body=body, ignore_unavailable=True, allow_no_indices=True)
+        except exceptions.NotFoundError:
+            return {}
+        except exceptions.ConnectionError as exc:  # timeouts are ConnectionErrors here too
+            raise self._error(None, f"cannot reach the search engine: {type(exc).__name__}") from exc
+        except exceptions.TransportError as exc:
+            status = exc.status_code if isinstance(exc.status_code, int) else 502
+            raise self._error(status, f"search failed: {exc.error}") from exc
+
+
+class ElasticsearchLogStore(SearchLogStore):
+    system = "elasticsearch"
+
+    @classmethod
+    def connect(cls, url: str, index: str, user: str = "", password: str = "", api_key: str = "",
+                verify: bool = True, ca_bundle: str = "", timeout: float = 10.0,
+                fields: LogFields | None = None) -> "ElasticsearchLogStore":
+        from elasticsearch import Elasticsearch
+
+        auth: dict[str, Any] = {"api_key": api_key} if api_key else (
+            {"basic_auth": (user, password)} if user else {})
+        client = Elasticsearch(url, verify_certs=verify, ca_certs=ca_bundle or None, request_timeout=timeout,
+                               max_retries=1, retry_on_timeout=False, **auth)
+        return cls(client, index, fields, secrets=(password, api_key))
+
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
+        import elastic_transport
+        from elasticsearch import ApiError, NotFoundError
+
+        arguments = {("source" if key == "_source" else key): value for key, value in body.items()}
+        try:
+            return dict(self.client.search(index=self.index, ignore_unavailable=True, allow_no_indices=True,
+                                           **arguments))
+        except NotFoundError:
+            return {}
+        except ApiError as exc:
+            raise self._error(exc.meta.status, f"search failed: {exc.message}") from exc
+        except elastic_transport.TransportError as exc:
+            raise self._error(None, f"cannot reach the search engine: {type(exc).__name__}") from exc
