@@ -41,6 +41,18 @@ class LogFields:
     level: str = "level"
     tiebreaker: str = "log_id"  # unique per line; a keyword
 
+    @classmethod
+    def parse(cls, text: str) -> "LogFields":
+        """``name=field,...`` overriding the defaults (ValueError naming what is wrong)."""
+        known = {f for f in cls.__dataclass_fields__}
+        changes = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, value = item.partition("=")
+            if name.strip() not in known or not value.strip():
+                raise ValueError(f"log field {item!r}: use name=field with name one of {', '.join(sorted(known))}")
+            changes[name.strip()] = value.strip()
+        return cls(**changes)
+
     def mappings(self) -> dict[str, Any]:
         """The index mappings the queries need (what an index template gives the shipped documents):
         keywords for what is filtered and sorted on, text for the message, a date for the time."""

@@ -41,6 +41,18 @@ class SearchLogStore:
         lines = lines_of(self._search(body), self.fields)
         return LogPage(lines=lines, cursor=lines[-1].sort if lines else after)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> "SearchLogStore":
+        """The store PORTAL_LOGS_* describe (URL, credentials, index pattern, field names, TLS, timeout)."""
+        return cls.connect(settings.logs_url, settings.logs_index, user=settings.logs_user,
+                           password=settings.logs_password, verify=settings.tls_verify, ca_bundle=settings.ca_bundle,
+                           timeout=settings.http_timeout, fields=LogFields.parse(settings.logs_fields),
+                           **({"api_key": settings.logs_api_key} if settings.logs_api_key else {}))
+
+    @classmethod
+    def connect(cls, url: str, index: str, **options: Any) -> "SearchLogStore":
+        raise NotImplementedError
+
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -47,12 +47,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from portal.git.views import bp as git_bp
     from portal.hooks.views import bp as hooks_bp
     from portal.projects.views import bp as projects_bp
+    from portal.logs.views import bp as logs_bp
     from portal.provisioning.views import bp as provisioning_bp
     from portal.resources.views import bp as resources_bp
     from portal.teams.views import bp as teams_bp
 
     for bp in (auth_bp, dashboard_bp, projects_bp, apps_bp, provisioning_bp, builds_bp, deployments_bp, teams_bp,
-               resources_bp, boards_bp, admin_bp, hooks_bp, git_bp):
+               resources_bp, logs_bp, boards_bp, admin_bp, hooks_bp, git_bp):
         app.register_blueprint(bp)
     return app
 

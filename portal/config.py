@@ -69,7 +69,16 @@ class Settings:
     registry: str = setting("none", "Image registry: none, or a provider name or module:factory.")
     cluster: str = setting("none", "Cluster access: none, or a provider name or module:factory.")
     delivery: str = setting("none", "Delivery (GitOps): none, or a provider name or module:factory.")
-    logs: str = setting("none", "Log store: none, or a provider name or module:factory.")
+    logs: str = setting(
+        "none", "Central log store: opensearch, elasticsearch, none (pods' logs from the Kubernetes API), or module:factory.")
+    logs_url: str = setting("", "URL of the central Elasticsearch or OpenSearch (PORTAL_LOGS=elasticsearch|opensearch).")
+    logs_user: str = setting("", "User for the log store (basic authentication).")
+    logs_password: str = setting("", "That user's password.", secret=True)
+    logs_api_key: str = setting("", "An Elasticsearch API key, instead of a user and password.", secret=True)
+    logs_index: str = setting("fluent-bit*", "Index pattern Fluent Bit writes container logs to.")
+    logs_fields: str = setting(
+        "", "Field names of the shipped documents where they differ from Fluent Bit's Kubernetes filter, "
+        "e.g. namespace=kubernetes.namespace_name.keyword,tiebreaker=log_id.")
     provisioning_attempts: int = setting(5, "Attempts of a provisioning step on transient errors before it fails.")
     provisioning_backoff: float = setting(2.0, "First retry delay of a provisioning step, in seconds; doubles each time.")
     provisioning_backoff_max: float = setting(120.0, "Longest retry delay of a provisioning step, in seconds.")

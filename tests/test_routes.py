@@ -80,6 +80,9 @@ CASES: dict[str, Case] = {
     "builds.rebuild": Case("POST", "/t/dev/alpha/web/builds/1/rebuild", (LOGIN, 404, 302, 302, 302)),
     "deployments.index": Case("GET", "/t/dev/alpha/web/deployments", (LOGIN, 404, 200, 200, 200)),
     "resources.panel": Case("GET", "/t/dev/alpha/web/resources", (LOGIN, 404, 200, 200, 200)),
+    # The fake world has no log store and its clusters no API server: the panel says the logs cannot be read.
+    "logs.panel": Case("GET", "/t/dev/alpha/web/logs", (LOGIN, 404, 409, 409, 409)),
+    "logs.download": Case("GET", "/t/dev/alpha/web/logs/download", (LOGIN, 404, 409, 409, 409)),
     # Rolling back to what already runs, and promoting nothing, are refused by the service for those who may act.
     "deployments.rollback": Case("POST", "/t/dev/alpha/web/deployments/1/rollback", (LOGIN, 404, 409, 409, 409)),
     "deployments.promote": Case("POST", "/t/dev/alpha/web/environments/dev/promote", (LOGIN, 404, 403, 409, 409)),

@@ -30,6 +30,8 @@ KNOWN["registry"]["plain"] = "integrations.registry_plain:PlainRegistry.from_set
 KNOWN["cluster"]["kubernetes"] = "integrations.kubernetes:KubernetesConnector.from_settings"
 KNOWN["delivery"]["argocd"] = "integrations.argocd:ArgoCDDelivery.from_settings"
 KNOWN["delivery"]["builtin"] = "integrations.builtin_deployer:BuiltinDeployer.from_settings"
+KNOWN["logs"]["opensearch"] = "integrations.search_logs:OpenSearchLogStore.from_settings"
+KNOWN["logs"]["elasticsearch"] = "integrations.search_logs:ElasticsearchLogStore.from_settings"
 
 
 class ProviderConfigError(ValueError):
