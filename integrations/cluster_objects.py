@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -71,6 +71,30 @@ def slim_pod(obj: dict[str, Any]) -> Slim:
         "started": status.get("startTime", ""), "ip": status.get("podIP", ""), "containers": containers,
         "requests": _resources(list(specs.values()), "requests"), "limits": _resources(list(specs.values()), "limits"),
     }
+
+
+# Why a container is not running that means something is wrong (not merely starting).
+BAD_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "OOMKilled", "Error",
+               "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "ContainerCannotRun",
+               "Evicted", "DeadlineExceeded"}
+
+
+def pod_problem(pod: Slim) -> bool:
+    """Whether a slim pod is in trouble: failed, crash-looping, or not ready since its last run ended badly."""
+    return (pod["phase"] == "Failed" or pod["reason"] in BAD_REASONS
+            or (pod["restarts"] > 0 and pod["last_reason"] in BAD_REASONS and not pod["ready"]))
+
+
+class PodCounts(NamedTuple):
+    """The pods of a namespace as a summary counts them; the cluster cache keeps these without decoding a pod."""
+
+    total: int
+    not_ready: int
+    problems: int
+
+    @classmethod
+    def of(cls, pods: list[Slim]) -> "PodCounts":
+        return cls(len(pods), sum(not p["ready"] for p in pods), sum(pod_problem(p) for p in pods))
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from integrations.cluster_cache import ClusterCache, KindStatus
@@ -193,6 +194,7 @@ class ClusterWatcher:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> "ClusterWatcher":
+        self.write_status()  # readers know at once that a watcher is starting
         targets = [(f"watch-{key}", kind.run) for key, kind in self.kinds.items()]
         targets += [("usage", self._usage_loop), ("heartbeat", self._heartbeat_loop)]
         for name, target in targets:
@@ -220,7 +222,7 @@ class ClusterWatcher:
         while not self.stop_event.wait(self.heartbeat):
             try:
                 self.write_status()
-            except OSError as exc:  # Redis away: the next beat tries again
+            except Exception as exc:  # Redis away: the next beat tries again
                 log.warning("cluster cache %s: cannot write status: %s", self.cache.cluster, exc)
 
     def _usage_loop(self) -> None:
@@ -247,13 +249,18 @@ class ClusterWatcher:
         self.usage = {"state": "ok", "at": time.time(), "message": ""}
 
 
-def list_namespace(api: KubernetesAPI, namespace: str, page: int = PAGE) -> tuple[dict[str, list[Slim]], dict]:
-    """The fallback when there is no cache: every namespaced kind of ``namespace`` listed now, slimmed, and the
-    pod usage if metrics.k8s.io answers (``usage`` says which)."""
+def list_namespace(api: KubernetesAPI, namespace: str, kinds: Sequence[str] = (),
+                   page: int = PAGE) -> tuple[dict[str, list[Slim]], dict]:
+    """The fallback when there is no cache: ``kinds`` (every namespaced kind when empty) of ``namespace``
+    listed now, slimmed, and with pods their usage if metrics.k8s.io answers (``usage`` says whether)."""
     found: dict[str, list[Slim]] = {}
     for watched in NAMESPACED:
+        if kinds and watched.key not in kinds:
+            continue
         items, _ = list_all(api, watched, namespace=namespace, page=page)
         found[watched.key] = [watched.slim(obj) for obj in items]
+    if "pods" not in found:
+        return found, {"state": "ok", "at": time.time(), "message": ""}
     try:
         metrics = api.request("GET", POD_METRICS.path(namespace=namespace)).get("items") or []
         found["usage"] = [slim_pod_metrics(m) for m in metrics]

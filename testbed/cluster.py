@@ -46,8 +46,8 @@ class Cluster:
     api_port: int = 0
     metrics: bool = True  # serve metrics.k8s.io through metrics-server
     node_pods: int = 110  # pods each fake node takes (a benchmark's 20,000 pods want more than a kubelet's 110)
-    # Requests per second the controllers, the scheduler and KWOK may send (client-go's default is 5-50: a
-    # benchmark creating thousands of pods wants more).
+    # Requests per second the controller manager and the scheduler may send (client-go's default is 5-50: a
+    # benchmark creating thousands of pods wants more). KWOK's own client has no rate limit.
     api_qps: int = 50
     etcd_url: str = ""
     processes: list[ServerProcess] = field(default_factory=list)

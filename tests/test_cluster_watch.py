@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 
 import pytest
 import redis
+import requests
 from kubernetes import client
 
 from integrations.cluster import ClusterTarget
 from integrations.cluster_cache import ClusterCache
-from integrations.cluster_objects import BY_KEY
+from integrations.cluster_objects import BY_KEY, Watched
 from integrations.cluster_watch import ClusterWatcher, KindWatch, list_all, list_namespace
-from integrations.kubernetes_api import KubernetesAPI
+from integrations.kubernetes_api import Kind, KubernetesAPI
 from tests.real_servers import wait_for
 
 
@@ -82,7 +84,9 @@ def test_a_deployment_scaled_up_and_down_is_followed_by_the_cache(kube_api, name
     wait_for(lambda: cache.read([namespace], ["deployments"])[0][namespace]["deployments"][0]["ready"] == 1, 30,
              "the Deployment's status followed")
 
-    status = cache.status()
+    # The heartbeat writes the status every half second (this test can be faster than that).
+    status = wait_for(lambda: (s := cache.status()).kinds.get("pods") and s.kinds["pods"].relists and s, 10,
+                      "the status written")
     assert status.kinds["pods"].relists == 1 and status.kinds["pods"].state == "watching"
     assert status.age() is not None and status.age() < 10
     assert set(status.kinds) == set(BY_KEY)
@@ -127,22 +131,50 @@ def test_a_watcher_restarted_later_resumes_where_its_predecessor_stopped(api, ca
         second.stop()
 
 
-def test_an_expired_resource_version_makes_the_watch_list_again(api, cache, kube_api, namespace):
-    """The API server answers 410 Gone for a version older than it keeps: the cache lists again and is right."""
-    client.AppsV1Api(kube_api).create_namespaced_deployment(namespace, deployment("web", 2))
-    wait_for(lambda: len(list_all(api, BY_KEY["pods"], namespace=namespace)[0]) == 2, 60, "two pods")
-    cache.put("pods", namespace, "ghost", {"name": "ghost"})  # what a stale cache might still hold
-    stop = threading.Event()
-    pods = KindWatch(api, cache, BY_KEY["pods"], stop, watch_seconds=30, resume_from="1")
-    thread = threading.Thread(target=pods.run, daemon=True)
+def compact_etcd(etcd_url: str) -> int:
+    """Compact etcd's history up to its current revision (through its JSON gateway); that revision."""
+    found = requests.post(f"{etcd_url}/v3/kv/range", json={"key": base64.b64encode(b"/").decode()}, timeout=5).json()
+    revision = int(found["header"]["revision"])
+    requests.post(f"{etcd_url}/v3/kv/compaction", json={"revision": str(revision), "physical": True},
+                  timeout=30).raise_for_status()
+    return revision
+
+
+def run_watch(watch: KindWatch) -> threading.Thread:
+    thread = threading.Thread(target=watch.run, daemon=True)
     thread.start()
+    return thread
+
+
+def test_a_compacted_resource_version_makes_the_watch_list_again(api, cache, kube_api, namespace, control_plane):
+    """A watcher away while etcd compacted its history gets 410 Gone from the API server, lists again, and the
+    cache holds what is there now (the testbed serves ConfigMap watches from etcd, not its watch cache)."""
+    configmaps = Watched("configmaps", Kind("v1", "ConfigMap", "configmaps", True),
+                         lambda obj: {"name": obj["metadata"]["name"]})
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "before"}})
+    stop = threading.Event()
+    first = KindWatch(api, cache, configmaps, stop, watch_seconds=30)
+    thread = run_watch(first)
+    wait_for(lambda: first.status.state == "watching", 30, "the first watch open")
+    stop.set()
+    first.drop()
+    thread.join(10)
+
+    core.delete_namespaced_config_map("before", namespace)  # changes while no watcher runs...
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "after"}})
+    assert compact_etcd(control_plane.etcd_url) > int(first.status.resource_version)  # ...then compacted away
+
+    stop = threading.Event()
+    second = KindWatch(api, cache, configmaps, stop, watch_seconds=30, resume_from=first.status.resource_version)
+    thread = run_watch(second)
     try:
-        wait_for(lambda: pods.status.relists == 1 and pods.status.state == "watching", 30, "a relist after 410")
-        names = {p["name"] for p in cache.read([namespace], ["pods"])[0][namespace]["pods"]}
-        assert len(names) == 2 and "ghost" not in names
+        wait_for(lambda: second.status.relists == 1 and second.status.state == "watching", 30, "a relist after 410")
+        names = {c["name"] for c in cache.read([namespace], ["configmaps"])[0][namespace]["configmaps"]}
+        assert "after" in names and "before" not in names
     finally:
         stop.set()
-        pods.drop()
+        second.drop()
         thread.join(10)
 
 

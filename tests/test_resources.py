@@ -146,3 +146,53 @@ def test_the_application_page_loads_the_panel_lazily(login, dev_member, applicat
 def test_without_a_bound_cluster_the_panel_says_so(dev_member, application):
     panel = dev_panel(dev_member, application)
     assert panel.freshness.source == "unavailable" and "No cluster" in panel.freshness.message
+
+
+def test_a_failing_pod_shows_its_reason_and_usage_comes_from_metrics_server(
+        dev_member, application, running, kube_api, keeper):
+    """KWOK reports the crash and the usage the pod's annotations ask for; metrics-server serves the usage."""
+    failing = deployment("worker", 1)
+    failing["spec"]["template"]["metadata"]["annotations"] = {
+        "testbed.portal.dev/fail": "OOMKilled", "testbed.portal.dev/restarts": "3"}
+    client.AppsV1Api(kube_api).create_namespaced_deployment(running, failing)
+    busy = {"testbed.portal.dev/usage-cpu": "250m", "testbed.portal.dev/usage-memory": "96Mi"}
+    client.AppsV1Api(kube_api).patch_namespaced_deployment("web", running, {
+        "spec": {"template": {"metadata": {"annotations": busy}}}})
+
+    def settled():
+        panel = dev_panel(dev_member, application, sort="status")
+        web = [p for p in panel.pods if p.deployment == "web" and p.ready]
+        worker = [p for p in panel.pods if p.deployment == "worker"]
+        done = (len(web) == 3 and all(p.cpu is not None and abs(p.cpu - 0.25) < 0.01 for p in web) and worker and worker[0].last_reason == "OOMKilled")
+        return panel if done else None
+
+    panel = wait_for(settled, 120, "the crash and the usage figures in the panel")
+    crashed = next(p for p in panel.pods if p.deployment == "worker")
+    assert panel.pods[0] is crashed  # problems first
+    assert (crashed.status, crashed.problem, crashed.restarts, crashed.ready) == ("CrashLoopBackOff", True, 3, False)
+    assert panel.usage == "" and panel.totals.cpu_used is not None and panel.totals.cpu_used > 0.74
+    assert all(p.memory == 96 * 1024 ** 2 for p in panel.pods if p.deployment == "web")
+    rollout = {d.name: d.rollout for d in panel.deployments}
+    assert rollout["web"] == "complete" and rollout["worker"] == "progressing"
+
+
+def test_the_board_s_pod_counts_from_the_cache_match_a_direct_list(app, running, cluster, keeper, kube_api):
+    """The cache counts a namespace's pods from the flag sets it keeps with them; a direct LIST counts the pods."""
+    failing = deployment("worker", 1)
+    failing["spec"]["template"]["metadata"]["annotations"] = {"testbed.portal.dev/fail": "CrashLoopBackOff"}
+    client.AppsV1Api(kube_api).create_namespaced_deployment(running, failing)
+
+    def summary():
+        summaries = resources.namespace_summaries(cluster, [running])
+        found = summaries.by_namespace.get(running)
+        return summaries.freshness.source, found and (found.pods_ready, found.pods_total, found.problems)
+
+    wait_for(lambda: summary() == ("cache", (3, 4, 1)), 60, "the crash-looping pod counted from the cache")
+    settings = app.config["PORTAL"]
+    app.config["PORTAL"] = settings.replace({"cache_stale_seconds": 0.0})
+    # A direct LIST is shared for PORTAL_CACHE_DIRECT_SECONDS: one made while the cache was syncing may still
+    # be served for a few seconds.
+    wait_for(lambda: summary() == ("direct", (3, 4, 1)), 15, "the same counts from a direct LIST")
+    app.config["PORTAL"] = settings
+    client.AppsV1Api(kube_api).delete_namespaced_deployment("worker", running)
+    wait_for(lambda: summary() == ("cache", (3, 3, 0)), 60, "the crashed pod gone from the counts")

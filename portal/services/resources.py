@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 
 from integrations.cluster_cache import CacheStatus, ClusterCache
-from integrations.cluster_objects import NAMESPACED, amount_text, bytes_text, cpu_text
+from integrations.cluster_objects import NAMESPACED, PodCounts, amount_text, bytes_text, cpu_text, pod_problem
 from integrations.cluster_watch import list_namespace
 from integrations.errors import IntegrationError
 from jobs import redis_connection
@@ -30,10 +30,6 @@ from portal.services.providers import current_providers
 
 PODS_SHOWN = 200
 EVENTS_SHOWN = 10
-# Why a container is not running that means something is wrong (not merely starting).
-BAD_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "OOMKilled", "Error",
-               "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "ContainerCannotRun",
-               "Evicted", "DeadlineExceeded"}
 POD_SORTS = ("status", "name", "restarts", "age", "cpu", "memory", "node")
 PANEL_KINDS = tuple(w.key for w in NAMESPACED)
 SUMMARY_KINDS = ("pods", "quotas")
@@ -164,9 +160,11 @@ def _age(timestamp: str, now: float) -> float:
     if not timestamp:
         return 0.0
     try:
-        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        moment = datetime.fromisoformat(timestamp)  # RFC 3339 as the API writes it; a tenth of strptime's time
     except ValueError:
         return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
     return max(0.0, now - moment.timestamp())
 
 
@@ -177,15 +175,16 @@ def _cache(cluster: Cluster) -> ClusterCache:
     return ClusterCache(redis_connection(), cluster.name)
 
 
-def _read(cluster: Cluster | None, namespaces: Sequence[str], kinds: Sequence[str],
-          usage: bool) -> tuple[dict[str, dict[str, list]], Freshness, str]:
+def _read(cluster: Cluster | None, namespaces: Sequence[str], kinds: Sequence[str], usage: bool,
+          pod_counts: bool = False) -> tuple[dict[str, dict[str, Any]], Freshness, str]:
     """The objects of ``kinds`` in ``namespaces`` from the cache when it is fresh, else listed now; where they
-    came from; and why there is no usage ("" when there is)."""
+    came from; and why there is no usage ("" when there is). With ``pod_counts`` the cache answers pods with their
+    counts ("pod_counts"), a direct LIST still with the pods."""
     if cluster is None:
         return {}, Freshness("unavailable", message="No cluster is bound to this team yet."), ""
     settings = current_app.config["PORTAL"]
     cache = _cache(cluster)
-    found, status = cache.read(namespaces, kinds, usage=usage)
+    found, status = cache.read(namespaces, kinds, usage=usage, pod_counts=pod_counts)
     age = status.age(kinds=kinds) if status.api_url == cluster.api_url else None
     if age is not None and age <= settings.cache_stale_seconds:
         return found, Freshness("cache", age, message=f"From the cluster cache, {duration_text(age)} old."), \
@@ -193,7 +192,7 @@ def _read(cluster: Cluster | None, namespaces: Sequence[str], kinds: Sequence[st
     why = ("the cluster cache has not synced this cluster yet" if age is None
            else f"the cluster cache is {duration_text(age)} behind")
     try:
-        direct, usage_state = _direct(cluster, cache, namespaces, settings.cache_direct_seconds)
+        direct, usage_state = _direct(cluster, cache, namespaces, kinds, settings.cache_direct_seconds)
     except IntegrationError as exc:
         if age is None:
             return {}, Freshness("unavailable", message=f"Cannot read the cluster ({exc}); {why}."), ""
@@ -210,21 +209,21 @@ def _usage_problem(status: CacheStatus, wanted: bool) -> str:
     return status.usage.get("message") or "no usage figures yet"
 
 
-def _direct(cluster: Cluster, cache: ClusterCache, namespaces: Sequence[str],
+def _direct(cluster: Cluster, cache: ClusterCache, namespaces: Sequence[str], kinds: Sequence[str],
             share_for: float) -> tuple[dict[str, dict[str, list]], dict[str, Any]]:
-    """Each namespace LISTed from the API server (or shared from a viewer's LIST a moment ago)."""
+    """``kinds`` of each namespace LISTed from the API server (or shared from a viewer's LIST a moment ago)."""
     connector = current_providers().cluster
     if connector is None:
         raise IntegrationError("kubernetes", "no cluster provider is configured (PORTAL_CLUSTER)")
     api = None
     found, usage_state = {}, {"state": "ok"}
     for namespace in namespaces:
-        shared = cache.direct(namespace)
+        shared = cache.direct(namespace, kinds)
         if shared is None:
             api = api or connector.connect(cluster_target(cluster)).api
-            objects, usage = list_namespace(api, namespace)
+            objects, usage = list_namespace(api, namespace, kinds)
             shared = {"objects": objects, "usage": usage}
-            cache.keep_direct(namespace, shared, share_for)
+            cache.keep_direct(namespace, kinds, shared, share_for)
         found[namespace] = shared["objects"]
         if shared["usage"].get("state") != "ok":
             usage_state = shared["usage"]
@@ -232,11 +231,6 @@ def _direct(cluster: Cluster, cache: ClusterCache, namespaces: Sequence[str],
 
 
 # --- what the pages show -----------------------------------------------------------------------------
-
-
-def _problem(pod: dict[str, Any]) -> bool:
-    return (pod["phase"] == "Failed" or pod["reason"] in BAD_REASONS
-            or (pod["restarts"] > 0 and pod["last_reason"] in BAD_REASONS and not pod["ready"]))
 
 
 def _status(pod: dict[str, Any]) -> str:
@@ -262,7 +256,7 @@ def _pod_rows(pods: list[dict], replicasets: list[dict], usage: list[dict] | Non
         metrics = used.get(pod["name"])
         ready = sum(c["ready"] for c in pod["containers"])
         rows.append(PodRow(
-            name=pod["name"], deployment=owners.get(pod["owner"], ""), status=_status(pod), problem=_problem(pod),
+            name=pod["name"], deployment=owners.get(pod["owner"], ""), status=_status(pod), problem=pod_problem(pod),
             ready=pod["ready"], ready_text=f"{ready}/{len(pod['containers'])}", restarts=pod["restarts"],
             last_reason=pod["last_reason"], age_seconds=_age(pod["created"], now), node=pod["node"],
             images=sorted({c["image"] for c in pod["containers"]}),
@@ -351,13 +345,13 @@ def resource_panel(actor: User, app: Application, sort: str = "status",
 def namespace_summaries(cluster: Cluster | None, namespaces: Sequence[str]) -> NamespaceSummaries:
     """Pods ready/total, problems and quota use of each of ``namespaces`` in ``cluster`` (no permission check:
     the caller has decided the namespaces may be seen). A namespace absent from the answer holds nothing yet."""
-    objects, freshness, _ = _read(cluster, list(namespaces), SUMMARY_KINDS, usage=False)
+    objects, freshness, _ = _read(cluster, list(namespaces), SUMMARY_KINDS, usage=False, pod_counts=True)
     summaries = {}
     for namespace, found in objects.items():
-        pods, quotas = found.get("pods") or [], found.get("quotas") or []
-        if not pods and not quotas:
+        pods, quotas = found.get("pod_counts") or PodCounts.of(found.get("pods") or []), found.get("quotas") or []
+        if not pods.total and not quotas:
             continue
         summaries[namespace] = NamespaceSummary(
-            namespace, pods_ready=sum(p["ready"] for p in pods), pods_total=len(pods),
-            problems=sum(_problem(p) for p in pods), quota=_quota(quotas))
+            namespace, pods_ready=pods.total - pods.not_ready, pods_total=pods.total, problems=pods.problems,
+            quota=_quota(quotas))
     return NamespaceSummaries(summaries, freshness)
