@@ -21,11 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from integrations.logs import LogLine, LogQuery
+from integrations.logs import LEVELS, MARK_END, MARK_START, LogLine, LogQuery, canonical_level
 
-# Private-use characters: not markup, not whitespace (the engines trim control characters from a highlight's
-# ends, as Java's String.trim does), and all but absent from real logs.
-MARK_START, MARK_END = "\ue000", "\ue001"
 
 
 @dataclass(frozen=True)
@@ -91,8 +88,9 @@ def search_body(query: LogQuery, fields: LogFields, *, newest_first: bool,
                 search_after: tuple | None = None) -> dict[str, Any]:
     """The request body: ``query.limit`` lines matching ``query``, newest or oldest first, after a cursor."""
     filters: list[dict[str, Any]] = [{"terms": {fields.namespace: list(query.namespaces)}}]
+    levels = tuple(spelling for level in query.levels for spelling in LEVELS.get(level, (level,)))
     for field, values in ((fields.pod, query.pods), (fields.container, query.containers),
-                          (fields.stream, query.streams), (fields.level, query.levels)):
+                          (fields.stream, query.streams), (fields.level, levels)):
         if values:
             filters.append({"terms": {field: list(values)}})
     if query.since or query.until:
@@ -152,6 +150,6 @@ def lines_of(response: dict[str, Any], fields: LogFields) -> list[LogLine]:
             message=str(_get(source, fields.message) or "").rstrip("\n"),
             namespace=str(_get(source, fields.namespace) or ""), pod=str(_get(source, fields.pod) or ""),
             container=str(_get(source, fields.container) or ""), stream=str(_get(source, fields.stream) or ""),
-            level=str(_get(source, fields.level) or ""), highlighted=(highlight or "").rstrip("\n"),
+            level=canonical_level(str(_get(source, fields.level) or "")), highlighted=(highlight or "").rstrip("\n"),
             sort=tuple(hit.get("sort") or ())))
     return lines

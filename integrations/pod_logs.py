@@ -4,8 +4,9 @@ Every container of every pod in the query's namespaces is read with ``timestamps
 A line's cursor is (timestamp, pod, container, n): n counts the lines of that container with the same
 timestamp before it, so a tail that asks again from the cursor's second (``sinceTime`` has second precision)
 drops exactly what it already had. ``previous=true`` reads the container that ran before a restart, which is
-where a crash-looping pod's reason is. Text filters are a case-insensitive substring (or, quoted, a phrase)
-matched here; the API server knows nothing of them.
+where a crash-looping pod's reason is. Text and level filters are applied here (``integrations.logs``'s
+``mark_matches`` and ``level_of``: every word or, quoted, a phrase, ignoring case); the API server knows
+nothing of them. The pod log API does not say which stream a line came from, so ``stream`` is empty.
 
 API: https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#read-log-of-the-specified-pod
 """
@@ -19,18 +20,7 @@ from typing import Any
 from integrations.errors import InvalidRequest, NotFound
 from integrations.kubernetes_api import KubernetesAPI
 from integrations.log_search import parse_timestamp
-from integrations.logs import LogLine, LogPage, LogQuery
-
-def _matches(text: str, message: str) -> bool:
-    """A quoted text is a phrase; otherwise every word must occur; both ignore case."""
-    text = text.strip().lower()
-    if not text:
-        return True
-    message = message.lower()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1] in message
-    return all(word in message for word in text.split())
-
+from integrations.logs import LogLine, LogPage, LogQuery, level_of, mark_matches
 
 def normal_stamp(stamp: str) -> str:
     """An RFC 3339 timestamp with its fraction padded to nine digits, so that timestamps sort as text
@@ -58,19 +48,31 @@ class PodLogStore:
         if before:
             lines = [line for line in lines if line.sort < tuple(before)]
         lines = lines[-query.limit:]
-        return LogPage(lines=lines, cursor=lines[0].sort if lines else before)
+        return LogPage(lines=lines, cursor=lines[0].sort if lines else before, notes=self._notes(query))
 
     def tail(self, query: LogQuery, after: tuple | None) -> LogPage:
         if after is None:
             page = self.query(query)
-            return LogPage(page.lines, page.lines[-1].sort if page.lines else None)
+            return LogPage(page.lines, page.lines[-1].sort if page.lines else None, page.notes)
         since = parse_timestamp(after[0]) - timedelta(seconds=1)
         if query.since and query.since > since:
             since = query.since
         lines = [line for line in self._read(query, since=since) if line.sort > tuple(after)][:query.limit]
-        return LogPage(lines=lines, cursor=lines[-1].sort if lines else after)
+        return LogPage(lines=lines, cursor=lines[-1].sort if lines else after, notes=self._notes(query))
+
+    def forward(self, query: LogQuery, after: tuple | None = None) -> LogPage:
+        if after is not None:
+            return self.tail(query, after)
+        lines = self._read(query, since=query.since)[:query.limit]
+        return LogPage(lines=lines, cursor=lines[-1].sort if lines else None, notes=self._notes(query))
 
     # --- internals -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _notes(query: LogQuery) -> list[str]:
+        if query.streams:
+            return ["The pods' own logs do not say which stream a line came from: all streams are shown."]
+        return []
 
     def _pods(self, namespace: str, query: LogQuery) -> list[tuple[str, list[str]]]:
         listed = self.api.request("GET", f"/api/v1/namespaces/{namespace}/pods")
@@ -112,8 +114,11 @@ class PodLogStore:
             stamp = normal_stamp(stamp)
             same = same + 1 if stamp == last else 0
             last = stamp
-            if not _matches(query.text, message):
+            highlighted = mark_matches(query.text, message)
+            level = level_of(message)
+            if (query.text.strip() and not highlighted) or (query.levels and level not in query.levels):
                 continue
             lines.append(LogLine(timestamp=parse_timestamp(stamp), message=message, namespace=namespace, pod=pod,
-                                 container=container, stream="", sort=(stamp, pod, container, same)))
+                                 container=container, stream="", level=level, highlighted=highlighted,
+                                 sort=(stamp, pod, container, same)))
         return lines

@@ -37,6 +37,9 @@ class SearchLogStore:
         if after is None:
             page = self.query(query)
             return LogPage(page.lines, page.lines[-1].sort if page.lines else None, page.notes)
+        return self.forward(query, after)
+
+    def forward(self, query: LogQuery, after: tuple | None = None) -> LogPage:
         body = search_body(query, self.fields, newest_first=False, search_after=after)
         lines = lines_of(self._search(body), self.fields)
         return LogPage(lines=lines, cursor=lines[-1].sort if lines else after)

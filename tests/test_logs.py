@@ -114,3 +114,40 @@ def test_without_a_central_store_the_pods_logs_come_from_the_api_server(
     finally:
         current.write_text("")
         previous.write_text("")
+
+
+def test_a_custom_range_and_a_level_narrow_the_panel_and_bad_ones_are_refused(
+        login, dev_member, application, shipped, search_node, index):
+    from opensearchpy import OpenSearch
+
+    old = doc(7, 0, shipped, "web-1", "ERROR yesterday's failure")
+    old.update({"@timestamp": "2026-12-06T10:00:00Z", "level": "ERROR"})
+    OpenSearch(hosts=[search_node.url]).index(index=index, body=old, refresh=True)
+    c = login(dev_member)
+    hx = {"HX-Request": "true"}
+    day = c.get(url(application) + "?range=custom&start=2026-12-06T09:00&end=2026-12-06T11:00", headers=hx)
+    assert day.status_code == 200 and "yesterday&#39;s failure" in day.text and "connection refused" not in day.text
+    assert 'id="log-tail"' not in day.text  # a range that has ended is not followed
+    assert "GET /health" not in c.get(url(application) + "?range=custom&start=2026-12-06T09:00&level=error",
+                                      headers=hx).text
+    for args, says in (("?range=custom", "needs its start"), ("?range=custom&start=yesterday", "The start must"),
+                       ("?range=custom&start=2026-12-06T11:00&end=2026-12-06T09:00", "end must come after"),
+                       ("?range=custom&start=2025-01-01T00:00", "at most 31 days"), ("?level=loud", "a level"),
+                       ("?range=7d", "a range among")):
+        resp = c.get(url(application) + args, headers=hx)
+        assert resp.status_code == 422 and says in resp.text, (args, resp.status_code, resp.text)
+    resp = c.get(url(application, "logs/download") + "?range=custom&start=nonsense")
+    assert resp.status_code == 422
+
+
+def test_a_download_is_read_page_by_page_and_says_where_it_stopped(
+        login, dev_member, application, shipped, monkeypatch):
+    monkeypatch.setattr(logs, "DOWNLOAD_PAGE", 1)
+    c = login(dev_member)
+    whole = c.get(url(application, "logs/download")).text.splitlines()
+    assert [line.split(" ", 3)[-1] for line in whole] == ["GET /health 200", "connection refused"]
+    monkeypatch.setattr(logs, "DOWNLOAD_LINES", 1)
+    cut = c.get(url(application, "logs/download") + "?format=ndjson").text.splitlines()
+    assert json.loads(cut[0])["message"] == "GET /health 200"
+    end = json.loads(cut[1])
+    assert end["truncated"] is True and "stops at 1 lines" in end["message"] and len(cut) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -87,3 +88,16 @@ def test_another_namespace_s_pods_are_not_read(store, logs, pods):
     logs(("2026-12-07T13:00:00Z", "secret-ish"))
     assert store.query(LogQuery(namespaces=("kube-system",))).lines == []
     assert store.query(LogQuery(namespaces=())).lines == []
+
+
+def test_levels_and_highlights_are_found_in_the_lines_themselves(store, logs, pods, namespace):
+    logs(("2026-12-07T14:00:00Z", "ERROR payment failed"), ("2026-12-07T14:00:01Z", '{"level":"warning","msg":"slow"}'),
+         ("2026-12-07T14:00:02Z", "[info] Payment ok"), ("2026-12-07T14:00:03Z", "an error-free line, level unknown"))
+    query = LogQuery(namespaces=(namespace,), pods=(pods[0],))
+    assert [line.level for line in store.query(query).lines] == ["error", "warn", "info", ""]
+    assert [line.message for line in store.query(replace(query, levels=("warn", "error"))).lines] \
+        == ["ERROR payment failed", '{"level":"warning","msg":"slow"}']
+    [found] = store.query(replace(query, text="PAYMENT failed")).lines
+    assert found.highlighted == "ERROR \ue000payment\ue001 \ue000failed\ue001"
+    streams = store.query(replace(query, streams=("stderr",)))
+    assert len(streams.lines) == 4 and "all streams are shown" in streams.notes[0]

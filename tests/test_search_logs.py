@@ -132,3 +132,28 @@ def test_a_missing_index_is_no_lines(engine):
     store, _ = engine
     store.index = f"nothing-{uuid.uuid4().hex[:6]}*"
     assert store.query(LogQuery(namespaces=("dev-shop",))).lines == []
+
+
+def test_a_level_matches_every_spelling_programs_write_it_with(engine):
+    store, write = engine
+    spelled = [("ERROR", "e1"), ("error", "e2"), ("fatal", "e3"), ("WARNING", "w1"), ("warn", "w2"), ("INFO", "i1")]
+    docs = [dict(doc(n, n, "dev-shop", "web-1", message), level=level) for n, (level, message) in enumerate(spelled)]
+    write(docs + [doc(99, 99, "dev-shop", "web-1", "no level")])
+    errors = store.query(LogQuery(namespaces=("dev-shop",), levels=("error",))).lines
+    assert [(line.message, line.level) for line in errors] == [("e1", "error"), ("e2", "error"), ("e3", "error")]
+    warnings = store.query(LogQuery(namespaces=("dev-shop",), levels=("warn", "error"))).lines
+    assert [line.message for line in warnings] == ["e1", "e2", "e3", "w1", "w2"]
+
+
+def test_forward_reads_the_whole_range_oldest_first_a_page_at_a_time(engine):
+    store, write = engine
+    write([doc(n, n // 3, "dev-shop", f"web-{n % 3}", f"line {n}") for n in range(25)])
+    query = LogQuery(namespaces=("dev-shop",), since=T0, until=T0 + timedelta(seconds=7), limit=4)
+    seen, cursor = [], None
+    while True:
+        page = store.forward(query, cursor)
+        if not page.lines:
+            break
+        seen += [line.message for line in page.lines]
+        cursor = page.cursor
+    assert seen == [f"line {n}" for n in range(24)]  # seconds 0..7 hold lines 0..23, each once, in order

@@ -18,7 +18,8 @@ def _filters(environment_default: str) -> logs.LogFilters:
     return logs.LogFilters(environment=args.get("environment", environment_default), range=args.get("range", "1h"),
                            text=args.get("q", "").strip(), pod=args.get("pod", "").strip(),
                            container=args.get("container", "").strip(), stream=args.get("stream", ""),
-                           previous=args.get("previous") == "1")
+                           level=args.get("level", ""), start=args.get("start", "").strip(),
+                           end=args.get("end", "").strip(), previous=args.get("previous") == "1")
 
 
 @bp.route("/t/<team>/<project>/<app>/logs")
@@ -27,7 +28,7 @@ def panel(team: str, project: str, app: str):
     application = applications.get_application(current_user, team, project, app)
     filters = _filters(logs.environments()[0])
     before, after = logs.decode_cursor(request.args.get("before", "")), logs.decode_cursor(request.args.get("after", ""))
-    live = request.args.get("live", "1") == "1" and not filters.previous
+    live = request.args.get("live", "1") == "1" and not filters.previous and not filters.end
     if request.args.get("tail") == "1":
         page = logs.read_logs(current_user, application, filters, after=after, tail=True)
         return render("logs/_tail.html", app=application, filters=filters, page=page, live=live,
@@ -39,7 +40,7 @@ def panel(team: str, project: str, app: str):
     newest = page.lines[-1].sort if page.lines else None
     return render("logs/page.html", block="panel", app=application, filters=filters, page=page, live=live,
                   older=logs.encode_cursor(page.cursor), cursor=logs.encode_cursor(newest),
-                  environments=logs.environments(), ranges=list(logs.RANGES))
+                  environments=logs.environments(), ranges=list(logs.RANGES), levels=list(logs.LEVELS))
 
 
 @bp.route("/t/<team>/<project>/<app>/logs/download")
@@ -53,11 +54,15 @@ def download(team: str, project: str, app: str):
 
     def body():
         for lines in pages:
+            if lines is None:
+                cut = f"… the download stops at {logs.DOWNLOAD_LINES:,} lines: narrow the query or the time range."
+                yield (json.dumps({"truncated": True, "message": cut}) if ndjson else cut) + "\n"
+                return
             for line in lines:
                 if ndjson:
                     yield json.dumps({"timestamp": line.timestamp.isoformat(), "namespace": line.namespace,
                                       "pod": line.pod, "container": line.container, "stream": line.stream,
-                                      "message": line.message}) + "\n"
+                                      "level": line.level, "message": line.message}) + "\n"
                 else:
                     yield f"{line.timestamp.isoformat()} {line.pod}/{line.container} {line.stream} {line.message}\n"
 
