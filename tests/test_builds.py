@@ -90,7 +90,7 @@ def test_a_push_to_the_default_branch_builds_and_records_the_image(app, cart, wo
     [ci_build] = world.objects("build").values()
     assert ci_build["parameters"] == {"COMMIT": SHA, "IMAGE_TAG": SHA[:8]}
     c = login(dev_member)
-    log = c.get("/t/dev/shop/cart/builds/1/log?offset=0").text
+    log = c.get("/t/dev/shop/cart/builds/1/log/download").text
     assert f"COMMIT={SHA}" in log and "Finished: SUCCESS" in log
     # The timeline: commit, build, image.
     page = c.get("/t/dev/shop/cart").text
@@ -179,20 +179,25 @@ def test_building_again_makes_a_new_build_of_the_same_commit(app, cart, login, d
     assert second.state == BuildState.SUCCEEDED
 
 
-def test_the_console_is_read_from_an_offset_and_polling_stops_when_over(app, cart, login, dev_member):
+def test_the_console_is_a_log_panel_tailed_from_a_position_and_polling_stops_when_over(
+        app, cart, login, dev_member):
     application, project_id = cart
     deliver(app.test_client(), push_event(project_id), webhook_secret(application.uid))
     c = login(dev_member)
-    whole = c.get("/t/dev/shop/cart/builds/1/log?offset=0").text
+    page = c.get("/t/dev/shop/cart/builds/1")
+    assert page.status_code == 200 and "Finished: SUCCESS" in page.text
+    assert 'id="console-tail"' not in page.text  # over: nothing to follow
+    whole = c.get("/t/dev/shop/cart/builds/1/log/download").text
     text = "Finished: SUCCESS"
     offset = whole.index(text)
-    rest = c.get(f"/t/dev/shop/cart/builds/1/log?offset={offset}", headers=HTMX)
-    assert rest.status_code == 200 and rest.text.startswith(text)
+    line = whole[:offset].count("\n") + 1
+    rest = c.get(f"/t/dev/shop/cart/builds/1/log?after={offset}&line={line}", headers=HTMX)
+    assert rest.status_code == 200 and f'id="L{line}"' in rest.text and text in rest.text
     [build] = builds()
-    end = c.get(f"/t/dev/shop/cart/builds/1/log?offset={build.log_size}", headers=HTMX)
-    assert end.status_code == 286 and end.text.strip() == ""
-    assert c.get("/t/dev/shop/cart/builds/1/log?offset=-4").status_code == 422
-    assert c.get("/t/dev/shop/cart/builds/1/log?offset=abc").status_code == 422
+    end = c.get(f"/t/dev/shop/cart/builds/1/log?after={build.log_size}&line=999", headers=HTMX)
+    assert end.status_code == 286 and "log-line" not in end.text and "L999" not in end.text
+    for bad in ("after=-4", "after=abc", "line=x", "before=1e3"):
+        assert c.get(f"/t/dev/shop/cart/builds/1/log?{bad}").status_code == 422, bad
     assert c.get("/t/dev/shop/cart/builds/9").status_code == 404
     assert c.get("/t/dev/shop/cart/builds", headers=HTMX).status_code == 286  # nothing running: stop polling
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request, url_for
+import json
+
+from flask import Blueprint, Response, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 
 from portal.errors import ValidationFailed
 from portal.htmx import polling_status, redirect_to, render
-from portal.services import applications, builds
+from portal.services import applications, build_console, builds
 
 bp = Blueprint("builds", __name__)
+
 
 def _timeline(app):
     items = builds.recent_builds(current_user, app)
@@ -23,26 +26,61 @@ def timeline(team: str, project: str, app: str):
     return _timeline(applications.get_application(current_user, team, project, app))
 
 
+def _whole_number(name: str, default: int | None = None) -> int | None:
+    raw = request.args.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValidationFailed({name: ["Must be a whole number."]})
+    return int(raw)
+
+
 @bp.route("/t/<team>/<project>/<app>/builds/<int:number>")
 @login_required
 def show(team: str, project: str, app: str, number: int):
+    """The build, and its console as a log panel (the panel alone for the panel's own filter form)."""
     application = applications.get_application(current_user, team, project, app)
     build = builds.get_build(current_user, application, number)
-    log = builds.build_log(current_user, application, number)
-    return render("builds/show.html", app=application, build=build, log=log)
+    text = request.args.get("q", "")
+    page = build_console.console(current_user, application, number, text)
+    live = request.args.get("live", "1") == "1" and not page.over
+    return render("builds/show.html", block="console", app=application, build=build, page=page, text=text.strip(),
+                  live=live)
 
 
 @bp.route("/t/<team>/<project>/<app>/builds/<int:number>/log")
 @login_required
 def log(team: str, project: str, app: str, number: int):
-    """The console from ``offset`` on: HTMX appends it and asks again until the build is over (286)."""
-    raw = request.args.get("offset", "0")
-    if not raw.isdigit():
-        raise ValidationFailed({"offset": ["Must be a whole number of characters."]})
+    """Lines of the console: with ``after`` (a position) and ``line`` (the next line's number), the whole lines
+    written since, which HTMX appends, asking again until the build is over (286); with ``before``, the lines
+    before that line, for "load older"."""
     application = applications.get_application(current_user, team, project, app)
-    piece = builds.build_log(current_user, application, number, int(raw))
-    return render("builds/_log_piece.html", app=application, number=number, piece=piece,
-                  status=polling_status(piece.over and not piece.text))
+    text = request.args.get("q", "")
+    before = _whole_number("before")
+    if before is not None:
+        page = build_console.console(current_user, application, number, text, before=before)
+        return render("builds/_console_older.html", app=application, number=number, page=page, text=text.strip())
+    offset, line = _whole_number("after", 0), _whole_number("line", 1)
+    page = build_console.tail(current_user, application, number, offset, max(line, 1), text)
+    return render("builds/_console_tail.html", app=application, number=number, page=page, text=text.strip(),
+                  status=polling_status(page.over and not page.lines))
+
+
+@bp.route("/t/<team>/<project>/<app>/builds/<int:number>/log/download")
+@login_required
+def download(team: str, project: str, app: str, number: int):
+    """The console (the lines matching ``q``, if given) as text or NDJSON, streamed from the portal's copy."""
+    application = applications.get_application(current_user, team, project, app)
+    ndjson = request.args.get("format") == "ndjson"
+    found = build_console.lines(current_user, application, number, request.args.get("q", ""))
+
+    def body():
+        for line in found:
+            yield (json.dumps({"line": line.number, "text": line.text}) if ndjson else line.text) + "\n"
+
+    name = f"{application.name}-build-{number}.{'ndjson' if ndjson else 'log'}"
+    return Response(stream_with_context(body()), mimetype="application/x-ndjson" if ndjson else "text/plain",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.route("/t/<team>/<project>/<app>/builds/<int:number>/rebuild", methods=["POST"])

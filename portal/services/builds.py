@@ -281,23 +281,6 @@ def get_build(actor: User, app: Application, number: int) -> Build:
     return build
 
 
-@dataclass(frozen=True)
-class LogSlice:
-    text: str
-    next_offset: int
-    over: bool
-
-
-def build_log(actor: User, app: Application, number: int, offset: int = 0) -> LogSlice:
-    """The build's console from character ``offset`` on, as far as it is known."""
-    build = get_build(actor, app, number)
-    chunks = db.session.execute(select(BuildLogChunk.offset, BuildLogChunk.text).where(
-        BuildLogChunk.build_id == build.id, BuildLogChunk.offset + func.length(BuildLogChunk.text) > offset)
-        .order_by(BuildLogChunk.offset)).all()
-    text = "".join(t[max(0, offset - start):] for start, t in chunks)
-    return LogSlice(text, max(offset, build.log_size), build.state.over)
-
-
 def unfinished_build_ids(older_than: float = 30.0) -> list[int]:
     """Builds not over that were created more than ``older_than`` seconds ago, for the sweep."""
     cutoff = utcnow() - timedelta(seconds=older_than)
