@@ -34,12 +34,12 @@ def panel(team: str, project: str, app: str):
         return render("logs/_tail.html", app=application, filters=filters, page=page, live=live,
                       cursor=logs.encode_cursor(page.cursor))
     page = logs.read_logs(current_user, application, filters, before=before)
+    older = logs.encode_cursor(page.cursor) if len(page.lines) >= logs.LINES else ""  # a full page: maybe more
     if before:
-        return render("logs/_older.html", app=application, filters=filters, page=page,
-                      older=logs.encode_cursor(page.cursor))
+        return render("logs/_older.html", app=application, filters=filters, page=page, older=older)
     newest = page.lines[-1].sort if page.lines else None
     return render("logs/page.html", block="panel", app=application, filters=filters, page=page, live=live,
-                  older=logs.encode_cursor(page.cursor), cursor=logs.encode_cursor(newest),
+                  older=older, cursor=logs.encode_cursor(newest),
                   environments=logs.environments(), ranges=list(logs.RANGES), levels=list(logs.LEVELS))
 
 
