@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import threading
 
 from flask import Flask
 from rq import Worker
+
+# Set in a work horse when its worker was asked to stop (SIGTERM or SIGINT): long jobs check it between steps
+# and hand the rest of their work back, rather than hold the pod until Kubernetes kills it mid-step.
+_stopping = threading.Event()
+STOP_SIGNAL = signal.SIGRTMIN  # from the worker to its horse; the horse's children are not sent it
+
+
+def stop_requested() -> bool:
+    """Whether the worker running this job is shutting down: finish the current step, then release the rest."""
+    return _stopping.is_set()
 
 
 @functools.cache
@@ -49,6 +62,21 @@ class PortalWorker(Worker):
 
     sweeps = False
     sweeps_builds = False
+
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()
+        signal.signal(STOP_SIGNAL, lambda signum, frame: _stopping.set())
+
+    def handle_warm_shutdown_request(self) -> None:
+        """The first SIGTERM: stop taking jobs (RQ) and tell the horse, so that its job ends after its current
+        step; a second SIGTERM is RQ's cold shutdown. Only the horse is told: its children (buildah, git) would
+        die of a signal they do not handle."""
+        super().handle_warm_shutdown_request()
+        if self.horse_pid:
+            try:
+                os.kill(self.horse_pid, STOP_SIGNAL)
+            except ProcessLookupError:
+                pass
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()

@@ -112,3 +112,34 @@ def test_two_workers_share_a_burst_of_runs_without_duplicates(app, dev_member, w
     for a in apps:
         assert_fully_provisioned(world, app_named(a.name).uid)
     assert world.creations("repository") == 16
+
+
+def test_a_worker_told_to_stop_finishes_its_step_and_hands_the_run_on(app, dev_member, world, workers, tmp_path):
+    """SIGTERM, as Kubernetes sends it to a pod it stops: the step under way completes, the run is queued again
+    at once (not left for its lease to lapse), the worker exits by itself, and another worker resumes."""
+    ProjectFactory(name="shop")
+    op, skip, _ = STEP_CREATES["ci_job"]
+    world.pause(op, when="before", skip=skip)
+    first = workers()
+    application = create_application(dev_member, "dev", "shop", NewApplication("cart", "python-web"))
+    world.wait_paused(op, timeout=30)
+    first.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the worker tells its horse; the step is still in its call
+    world.release(op)
+    try:
+        assert first.wait(timeout=30) == 0, "the worker did not stop by itself"
+    except subprocess.TimeoutExpired:
+        logs = "\n".join(p.read_text()[-3000:] for p in sorted(tmp_path.glob("worker-*.log")))
+        raise AssertionError(f"the worker is still running\n{logs}") from None
+    run = latest_run(application.id)
+    assert run.state == RunState.QUEUED and run.lease_owner is None
+    steps = {s.name: s for s in run.steps}
+    assert steps["ci_job"].state == StepState.SUCCEEDED and steps["ci_job"].attempts == 1
+    following = STEP_NAMES[STEP_NAMES.index("ci_job") + 1]
+    assert steps[following].state == StepState.PENDING and steps[following].attempts == 0
+
+    workers()
+    run = _wait_for_end(application.id)
+    assert run.state == RunState.SUCCEEDED, run.error
+    assert [s.attempts for s in run.steps] == [1] * len(run.steps)  # nothing was done twice
+    assert_fully_provisioned(world, app_named("cart").uid)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from integrations.ci import Build as CIBuild
 from integrations.ci import BuildState as CIState
 from integrations.errors import IntegrationError
+from jobs.worker import stop_requested
 from portal.errors import Conflict, NotFound
 from portal.extensions import db
 from portal.models import Application, ApplicationResource, Build, BuildLogChunk, BuildState, User
@@ -193,6 +194,8 @@ def follow_build(build_id: int) -> str:
         db.session.commit()
         if utcnow() >= deadline:
             return _finish(build, BuildState.ERROR, f"Gave up after {settings.build_timeout} s (PORTAL_BUILD_TIMEOUT).")
+        if stop_requested():  # the worker is shutting down: the builds sweep hands the build to another worker,
+            return "released"  # which resumes from what is committed (queue item, number, console offset)
         time.sleep(settings.build_poll_interval)
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from flask import current_app
 from rq.timeouts import JobTimeoutException
+
+from jobs.worker import stop_requested
 from sqlalchemy import func, or_, select, update
 
 from integrations.errors import IntegrationError, NotFound, RateLimited
@@ -184,7 +186,8 @@ def team_members(team_id: int) -> tuple[Member, ...]:
 
 
 def execute_run(run_id: int, owner: str | None = None) -> str:
-    """Work on a run until it ends or must wait. Returns what happened: finished, deferred, busy or gone."""
+    """Work on a run until it ends or must wait. Returns what happened: finished, deferred, released (the worker
+    is stopping; the run is queued again for another), busy or gone."""
     settings = current_app.config["PORTAL"]
     owner = owner or worker_identity()
     if not claim(run_id, owner, settings.provisioning_lease):
@@ -203,6 +206,15 @@ def execute_run(run_id: int, owner: str | None = None) -> str:
             step = next((s for s in run.steps if s.state in (StepState.PENDING, StepState.RUNNING)), None)
             if step is None:
                 return _complete(run)
+            if stop_requested():  # the worker is shutting down: the next step is another worker's
+                release(run)
+                run.state = RunState.QUEUED
+                db.session.commit()
+                from jobs.provisioning import enqueue_run
+
+                enqueue_run(run.id)
+                log.info("run %s released at step %s: the worker is stopping", run.id, step.name)
+                return "released"
             wait = _seconds_until(step)
             if wait > 0:
                 if wait > INLINE_WAIT_LIMIT and settings.rq_async:
