@@ -52,7 +52,9 @@ class LogFields:
 
     def mappings(self) -> dict[str, Any]:
         """The index mappings the queries need (what an index template gives the shipped documents):
-        keywords for what is filtered and sorted on, text for the message, a date for the time."""
+        keywords for what is filtered and sorted on, text for the message, a date for the time. Every other
+        field stays in ``_source`` unindexed (``dynamic: false``), so that no team's JSON can give a field a
+        type that gets another team's lines refused."""
         keyword = {"type": "keyword"}
         properties: dict[str, Any] = {}
         for name, kind in ((self.timestamp, {"type": "date_nanos"}), (self.message, {"type": "text"}),
@@ -63,7 +65,7 @@ class LogFields:
             for parent in parents:
                 level = level.setdefault(parent, {"properties": {}})["properties"]
             level[leaf] = kind
-        return {"properties": properties}
+        return {"dynamic": False, "properties": properties}
 
     def source(self) -> list[str]:
         return [self.timestamp, self.message, self.namespace, self.pod, self.container, self.stream, self.level,

@@ -5,6 +5,11 @@ differ.
 ``query`` returns the newest lines matching (or those older than a cursor, for "load older") oldest first,
 as a panel shows them; ``tail`` returns the lines after a cursor, in order, each exactly once, with the same
 sort, so a live panel asks only for what is new. A missing index (nothing shipped yet) is no lines.
+
+The built-in collector (``integrations.log_collector``) also writes through a store: ``ensure_template`` gives
+the pattern's indices the mappings the queries need, and ``write`` bulk-writes documents into daily indices named
+as Fluent Bit's ``Logstash_Format`` names them (``fluent-bit*`` → ``fluent-bit-2026.12.07``, by each line's own
+date), each document under its ``log_id`` as ``_id``, so that writing a line again replaces it, never doubles it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from integrations.errors import IntegrationError, Unavailable
 from integrations.http import error_for_status, scrub
-from integrations.log_search import LogFields, lines_of, search_body
+from integrations.log_search import LogFields, _get, lines_of, search_body
 from integrations.logs import LogPage, LogQuery
 
 
@@ -59,6 +64,68 @@ class SearchLogStore:
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    # --- writing, for the built-in collector ---------------------------------------------------------
+
+    def write_pattern(self) -> str:
+        """The index pattern written to: the first of the configured ones, which must name a prefix."""
+        pattern = self.index.split(",")[0].strip()
+        if not pattern.rstrip("*").strip("-_.") or "*" in pattern.rstrip("*"):
+            raise ValueError(f"cannot write to the index pattern {self.index!r}: use a prefix and one trailing *, "
+                             "as fluent-bit*")
+        return pattern
+
+    def write_index(self, timestamp: str) -> str:
+        """The index a line of ``timestamp`` (RFC 3339, UTC) goes to: ``<prefix>-YYYY.MM.DD`` for a pattern, else
+        the one index the setting names."""
+        pattern = self.write_pattern()
+        if not pattern.endswith("*"):
+            return pattern
+        return f"{pattern.rstrip('*').rstrip('-_.')}-{timestamp[:10].replace('-', '.')}"
+
+    def ensure_template(self) -> None:
+        """An index template giving every index of the pattern the mappings the queries need (idempotent), as
+        platform/fluent-bit/index-template.json does for Fluent Bit's indices."""
+        pattern = self.write_pattern()
+        name = "portal-logs-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in pattern.rstrip("*")).strip("-")
+        self._put_template(name, {"index_patterns": [pattern], "priority": 200,
+                                  "template": {"mappings": self.fields.mappings()}})
+
+    def write(self, documents: list[dict[str, Any]], refresh: bool = False) -> list[str]:
+        """Bulk-write ``documents``, each into the index of its date under its tie-breaker (``log_id``) as ``_id``.
+        Returns why documents the engine refused as malformed were (writing them again would not help); raises
+        IntegrationError when the write as a whole, or a document for a passing reason (429, 5xx), failed."""
+        if not documents:
+            return []
+        operations: list[dict[str, Any]] = []
+        for document in documents:
+            operations.append({"index": {"_index": self.write_index(str(_get(document, self.fields.timestamp))),
+                                         "_id": str(_get(document, self.fields.tiebreaker))}})
+            operations.append(document)
+        response = self._bulk(operations, refresh)
+        if not response.get("errors"):
+            return []
+        refused, passing = [], None
+        for item in response.get("items") or []:
+            result = next(iter(item.values()), {})
+            status = int(result.get("status") or 0)
+            if status < 300:
+                continue
+            reason = result.get("error") or {}
+            said = f"{reason.get('type', '')}: {reason.get('reason', '')}" if isinstance(reason, dict) else str(reason)
+            if status == 429 or status >= 500:
+                passing = passing or (status, said)
+            else:
+                refused.append(f"{result.get('_id')}: {said}"[:300])
+        if passing:
+            raise self._error(passing[0], f"bulk write failed: {passing[1]}")
+        return refused
+
+    def _put_template(self, name: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _bulk(self, operations: list[dict[str, Any]], refresh: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
     def _error(self, status: int | None, message: str) -> IntegrationError:
         message = scrub(message, *self._secrets)[:500]
         return Unavailable(self.system, message) if status is None else error_for_status(self.system, status, message)
@@ -89,6 +156,23 @@ class OpenSearchLogStore(SearchLogStore):
             status = exc.status_code if isinstance(exc.status_code, int) else 502
             raise self._error(status, f"search failed: {exc.error}") from exc
 
+    def _put_template(self, name: str, body: dict[str, Any]) -> None:
+        self._write(lambda: self.client.indices.put_index_template(name=name, body=body), "index template")
+
+    def _bulk(self, operations: list[dict[str, Any]], refresh: bool) -> dict[str, Any]:
+        return self._write(lambda: self.client.bulk(body=operations, refresh=refresh), "bulk write")
+
+    def _write(self, call, what: str) -> Any:
+        from opensearchpy import exceptions
+
+        try:
+            return call()
+        except exceptions.ConnectionError as exc:
+            raise self._error(None, f"cannot reach the search engine: {type(exc).__name__}") from exc
+        except exceptions.TransportError as exc:
+            status = exc.status_code if isinstance(exc.status_code, int) else 502
+            raise self._error(status, f"{what} failed: {exc.error}") from exc
+
 
 class ElasticsearchLogStore(SearchLogStore):
     system = "elasticsearch"
@@ -117,5 +201,22 @@ class ElasticsearchLogStore(SearchLogStore):
             return {}
         except ApiError as exc:
             raise self._error(exc.meta.status, f"search failed: {exc.message}") from exc
+        except elastic_transport.TransportError as exc:
+            raise self._error(None, f"cannot reach the search engine: {type(exc).__name__}") from exc
+
+    def _put_template(self, name: str, body: dict[str, Any]) -> None:
+        self._write(lambda: self.client.indices.put_index_template(name=name, **body), "index template")
+
+    def _bulk(self, operations: list[dict[str, Any]], refresh: bool) -> dict[str, Any]:
+        return dict(self._write(lambda: self.client.bulk(operations=operations, refresh=refresh), "bulk write"))
+
+    def _write(self, call, what: str) -> Any:
+        import elastic_transport
+        from elasticsearch import ApiError
+
+        try:
+            return call()
+        except ApiError as exc:
+            raise self._error(exc.meta.status, f"{what} failed: {exc.message}") from exc
         except elastic_transport.TransportError as exc:
             raise self._error(None, f"cannot reach the search engine: {type(exc).__name__}") from exc

@@ -37,6 +37,37 @@ def init_app(app: Flask) -> None:
             signal.signal(sig, lambda *_: stop.set())
         keep_cluster_cache(app.config["PORTAL"], stop, refresh)
 
+    @app.cli.command("collect-logs")
+    @click.option("--interval", default=2.0, show_default=True, help="Seconds between two reads of every container.")
+    @click.option("--refresh", default=30.0, show_default=True,
+                  help="Seconds between two reads of the applications and clusters.")
+    @click.option("--once", is_flag=True, help="One round of every cluster, then exit.")
+    def collect_logs_command(interval: float, refresh: float, once: bool) -> None:
+        """Ship the applications' pod logs to the central log store (embedded mode: what Fluent Bit does in a
+        cluster) until SIGTERM or SIGINT."""
+        import logging
+        import signal
+        import threading
+
+        from portal.errors import Conflict
+        from portal.services.log_collector import collect_logs
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        stop = threading.Event()
+        if not once:  # the process's own: a test's runner keeps its handlers and loggers
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            for client in ("opensearch", "elastic_transport"):  # a line per request otherwise
+                logging.getLogger(client).setLevel(logging.WARNING)
+        try:
+            done = collect_logs(app.config["PORTAL"], stop, interval, refresh, once)
+        except Conflict as exc:
+            raise click.UsageError(exc.message) from None
+        for cluster, result in done.items():
+            click.echo(f"{cluster}: {result if isinstance(result, str) else f'{result.lines} lines'}")
+        if any(isinstance(result, str) for result in done.values()):
+            raise SystemExit(1)
+
     @app.cli.command("config-reference")
     def config_reference() -> None:
         """Print every PORTAL_* setting with its type, default and meaning (Markdown)."""

@@ -5,9 +5,14 @@ Brings up, and stops again on Ctrl-C, exactly what it starts:
 - the testbed: the registry and two Kubernetes control planes, `dev` and `ops`, with KWOK nodes
   (binaries built once per machine, see testbed/binaries.py), state under instance/testbed;
 - the offline Python base image of the templates, in the built-in runner's image store;
+- an OpenSearch node for the applications' logs (jars built once per machine, see testbed/search; needs a
+  JDK 17 and Maven), unless the caller set PORTAL_LOGS: without Java the demo stops and says how to get it,
+  and PORTAL_LOGS=none runs it without, the log panel then reading the pods' own logs;
 - the migrations, the two clusters registered for the teams dev and ops (`flask register-cluster`),
 - one RQ worker and the web server (gunicorn), configured for the built-in Git host, runner, registry,
-  the clusters and the built-in deployer.
+  the clusters and the built-in deployer; the cluster cache's watcher (`flask watch-clusters`) and, with
+  the OpenSearch node, the built-in log collector (`flask collect-logs`), which ships the applications' pod
+  logs there as Fluent Bit would in a real cluster.
 
 `PORTAL_DEMO_TESTBED=0` skips the testbed (and leaves the providers as configured): the portal alone.
 Any PORTAL_* variable set by the caller wins over what this sets.
@@ -24,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from portal.config import INSTANCE_DIR, PROJECT_ROOT, Settings
-from testbed.process import port_open
+from testbed.process import MissingComponent, port_open
 from testbed.services import RedisServer
 
 TESTBED_DIR = INSTANCE_DIR / "testbed"
@@ -70,6 +75,21 @@ def start_testbed(started: list, log=print) -> dict[str, str]:
     }
 
 
+def start_log_search(started: list, log=print) -> dict[str, str]:
+    """An OpenSearch node for the applications' logs; returns the PORTAL_* settings that use it."""
+    from testbed.search import SearchNode
+
+    log("Building or finding the search engine's jars (minutes the first time on a machine)...")
+    try:
+        node = SearchNode.start(TESTBED_DIR / "search")
+    except MissingComponent as exc:
+        raise MissingComponent("The demo's log search (OpenSearch)", f"{str(exc).rstrip('.')}. Or set PORTAL_LOGS=none "
+                               "to run the demo without it: the log panel then reads the pods' own logs.") from None
+    started.append(node)
+    log(f"OpenSearch at {node.url} (the applications' logs, shipped by `flask collect-logs`)")
+    return {"PORTAL_LOGS": "opensearch", "PORTAL_LOGS_URL": node.url}
+
+
 def main() -> int:
     settings = Settings.from_env()
     host = os.environ.get("PORTAL_HOST", "127.0.0.1")
@@ -87,9 +107,13 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", f"http://{host}:{port}")}
     try:
-        clusters = ""
+        clusters, collect_logs = "", False
         if os.environ.get("PORTAL_DEMO_TESTBED", "1") != "0":
-            embedded = start_testbed(started)
+            embedded = {}
+            if "PORTAL_LOGS" not in os.environ:  # else the caller has a log store of their own, or none
+                embedded = start_log_search(started)  # first: without Java, say so before minutes of building
+                collect_logs = True
+            embedded.update(start_testbed(started))
             clusters = embedded.pop("_clusters")
             env = {**embedded, **env}  # the caller's settings win
         flask = [sys.executable, "-m", "flask", "--app", "app"]
@@ -103,6 +127,8 @@ def main() -> int:
         children.append(subprocess.Popen([*flask, "worker", "runner"], cwd=PROJECT_ROOT, env=env))
         # The cluster cache the resource panels and team boards read: one watcher process for every cluster.
         children.append(subprocess.Popen([*flask, "watch-clusters"], cwd=PROJECT_ROOT, env=env))
+        if collect_logs:  # what Fluent Bit does in a cluster: the pods' logs into the search engine
+            children.append(subprocess.Popen([*flask, "collect-logs"], cwd=PROJECT_ROOT, env=env))
         children.append(subprocess.Popen(
             [str(bin_dir / "gunicorn"), "--bind", f"{host}:{port}", "--workers", "2", "--timeout", "120",
              "--access-logfile", "-", "app:app"], cwd=PROJECT_ROOT, env=env))
@@ -119,6 +145,9 @@ def main() -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except MissingComponent as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 1
     finally:
         # A second Ctrl-C or SIGTERM must not cut the clean-up short and leave clusters running.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
