@@ -270,8 +270,9 @@ def test_a_newcomer_goes_from_sign_up_to_a_rolled_back_deployment(portal, app, b
     build_2.find_element(By.LINK_TEXT, "Build #2").click()
     page(driver).until(EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "build #2"))
     assert driver.find_element(By.CSS_SELECTOR, "h1 .badge").text == "succeeded"
-    page(driver).until(EC.text_to_be_present_in_element((By.ID, "console"), "==> Succeeded in"))
-    console = driver.find_element(By.ID, "console").text
+    page(driver).until(EC.text_to_be_present_in_element((By.ID, "console-lines"), "==> Succeeded in"))
+    console = "\n".join(line.text.partition(" ")[2]  # each line after its number
+                        for line in driver.find_elements(By.CSS_SELECTOR, "#console-lines li"))
     assert f"==> Checkout {first_sha}" in console
     assert re.search(r"^\d+ passed in ", console, re.MULTILINE) and " failed" not in console, console  # pytest's
     assert f"==> Push {first_image}" in console and "PORTAL_IMAGE_DIGEST=sha256:" in console
