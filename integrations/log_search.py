@@ -67,6 +67,13 @@ class LogFields:
             level[leaf] = kind
         return {"dynamic": False, "properties": properties}
 
+    def index_settings(self) -> dict[str, Any]:
+        """The index settings the queries are fastest with: the index kept sorted as the panel reads it, newest
+        first by time then tie-breaker, so that "the newest 200 lines" stops after 200 matches per segment instead
+        of sorting every line of the range (the engine ends early when the request's sort is the index's and no
+        total is counted, which ``search_body`` asks for)."""
+        return {"sort.field": [self.timestamp, self.tiebreaker], "sort.order": ["desc", "desc"]}
+
     def source(self) -> list[str]:
         return [self.timestamp, self.message, self.namespace, self.pod, self.container, self.stream, self.level,
                 self.tiebreaker]

@@ -88,7 +88,8 @@ class SearchLogStore:
         pattern = self.write_pattern()
         name = "portal-logs-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in pattern.rstrip("*")).strip("-")
         self._put_template(name, {"index_patterns": [pattern], "priority": 200,
-                                  "template": {"mappings": self.fields.mappings()}})
+                                  "template": {"settings": {"index": self.fields.index_settings()},
+                                               "mappings": self.fields.mappings()}})
 
     def write(self, documents: list[dict[str, Any]], refresh: bool = False) -> list[str]:
         """Bulk-write ``documents``, each into the index of its date under its tie-breaker (``log_id``) as ``_id``.

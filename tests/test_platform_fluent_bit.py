@@ -316,6 +316,8 @@ def test_the_lua_filter_sets_the_level_the_line_declares(run_lua, record, level)
 def test_the_template_maps_exactly_the_log_fields():
     body = template()
     assert body["template"]["mappings"] == FIELDS.mappings() and FIELDS.mappings()["dynamic"] is False
+    index = body["template"]["settings"]["index"]
+    assert {key: index[key] for key in FIELDS.index_settings()} == FIELDS.index_settings()
     assert body["index_patterns"] == ["fluent-bit-*"]
     assert fnmatch.fnmatchcase("fluent-bit-2026.12.07", DEFAULT_INDEX)
 

@@ -23,7 +23,8 @@ def engine(request):
     if request.param == "opensearch":
         node = request.getfixturevalue("search_node")
         store = OpenSearchLogStore.connect(node.url, f"{index}*")
-        store.client.indices.create(index=index, body={"mappings": FIELDS.mappings()})
+        store.client.indices.create(index=index, body={"mappings": FIELDS.mappings(),
+                                                       "settings": {"index": FIELDS.index_settings()}})
 
         def write(docs):
             body = []
@@ -33,7 +34,7 @@ def engine(request):
     else:
         node = request.getfixturevalue("elasticsearch_node")
         store = ElasticsearchLogStore.connect(node.url, f"{index}*")
-        store.client.indices.create(index=index, mappings=FIELDS.mappings())
+        store.client.indices.create(index=index, mappings=FIELDS.mappings(), settings={"index": FIELDS.index_settings()})
 
         def write(docs):
             operations = []

@@ -40,8 +40,9 @@ class SearchNode:
 
     @classmethod
     def start(cls, workdir: Path | None = None, port: int = 0, engine: str = "opensearch",
-              timeout: float = 120.0) -> "SearchNode":
-        """Start a node of ``engine`` on ``port`` (0: any free one, as the node itself chooses it)."""
+              timeout: float = 120.0, heap: str | None = None) -> "SearchNode":
+        """Start a node of ``engine`` on ``port`` (0: any free one, as the node itself chooses it), with the
+        small test heap or, given ``heap`` (a JVM size such as "1g"), that much as both its least and most."""
         spec = ENGINES[engine]
         java_path = java(spec.min_java)
         build = ensure(engine)
@@ -52,8 +53,10 @@ class SearchNode:
         # The node writes the ports it bound here once it is up; one left by an earlier run must not be read.
         ports_file = home / "logs" / "http.ports"
         ports_file.unlink(missing_ok=True)
-        argv = [java_path, f"-Djava.io.tmpdir={home / 'tmp'}", *spec.java_args(build, java_version(java_path)),
-                str(home), f"http.port={port}"]
+        jvm = spec.java_args(build, java_version(java_path))
+        if heap:  # before the main class, after the small defaults: the JVM takes the last -Xms and -Xmx
+            jvm[-1:-1] = [f"-Xms{heap}", f"-Xmx{heap}"]
+        argv = [java_path, f"-Djava.io.tmpdir={home / 'tmp'}", *jvm, str(home), f"http.port={port}"]
         bound = {"port": port}
 
         def healthy() -> bool:
