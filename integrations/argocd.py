@@ -83,7 +83,7 @@ class ArgoCDDelivery:
         self._token = token
         self._session: requests.Session | None = None
         if self.url and token:
-            self._session = http.session(verify, ca_bundle, retries)
+            self._session = http.session(verify, ca_bundle, retries, system=SYSTEM)
             self._session.headers["Authorization"] = f"Bearer {token}"
 
     @classmethod

@@ -51,6 +51,7 @@ class _Client(gitlab.Gitlab):
         self._retries = retries
         self._answers = threading.local()
         self.session.hooks["response"].append(self._remember)
+        http.measure(self.session, SYSTEM)
 
     def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._answers.headers = response.headers

@@ -7,10 +7,17 @@ taken effect before the answer was lost. A 429 is never retried nor slept throug
 ``RateLimited`` with the server's Retry-After, and the caller decides when to try again.
 
 How to read a system's own message out of its answer stays with each adapter: that is where systems differ.
+
+Every call is measured here, by the system it went to: ``portal_integration_request_duration_seconds`` (one
+call, retries included, by ``outcome``: ok, client_error, denied, rate_limited, server_error, unreachable) and
+``portal_integration_errors_total`` (the outcomes that say the system failed us: all but ok and client_error).
+Sessions made by ``session`` or ``configure`` are measured by their adapter; clients with a transport of their
+own call ``observe`` (the Kubernetes API's).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -18,6 +25,7 @@ from typing import Any
 
 import requests
 import urllib3
+from prometheus_client import Counter, Histogram
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -27,6 +35,51 @@ from integrations.errors import (
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 TRANSIENT_STATUSES = (500, 502, 503, 504)
+
+CALLS = Histogram("portal_integration_request_duration_seconds",
+                  "Time an outside system took to answer one call (retries included), by system and outcome.",
+                  ["system", "outcome"])
+ERRORS = Counter("portal_integration_errors", "Calls to an outside system that got no answer, a 5xx, a 429 "
+                 "or a refusal (401, 403), by system and outcome.", ["system", "outcome"])
+FAILURES = frozenset({"unreachable", "server_error", "rate_limited", "denied"})
+
+
+def outcome(status: int | None) -> str:
+    """What a call's answer says, in the few words the metrics use; ``None``: there was no answer."""
+    if status is None:
+        return "unreachable"
+    if status in (401, 403):
+        return "denied"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return "client_error" if status >= 400 else "ok"
+
+
+def observe(system: str, outcome: str, seconds: float) -> None:
+    """Count one call to ``system`` that took ``seconds`` and ended in ``outcome`` (see ``outcome()``)."""
+    CALLS.labels(system=system, outcome=outcome).observe(seconds)
+    if outcome in FAILURES:
+        ERRORS.labels(system=system, outcome=outcome).inc()
+
+
+class MeasuredAdapter(HTTPAdapter):
+    """requests' adapter, measuring each call it sends (urllib3's retries happen inside one call)."""
+
+    def __init__(self, system: str, **kwargs: Any):
+        self.system = system
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        started = time.perf_counter()
+        try:
+            response = super().send(request, *args, **kwargs)
+        except Exception:
+            observe(self.system, outcome(None), time.perf_counter() - started)
+            raise
+        observe(self.system, outcome(response.status_code), time.perf_counter() - started)
+        return response
 
 
 def tls_verify(verify: bool, ca_bundle: str) -> bool | str:
@@ -42,20 +95,31 @@ def retry_policy(retries: int) -> Retry:
                  respect_retry_after_header=False)
 
 
-def configure(session: requests.Session, verify: bool, ca_bundle: str, retries: int) -> requests.Session:
-    """Give ``session`` (one of ours, or a client library's) the TLS setting and the retry policy; returns it."""
-    adapter = HTTPAdapter(max_retries=retry_policy(retries))
+def configure(session: requests.Session, verify: bool, ca_bundle: str, retries: int,
+              system: str = "other") -> requests.Session:
+    """Give ``session`` (one of ours, or a client library's) the TLS setting and the retry policy, its calls
+    measured as calls to ``system``; returns it."""
+    adapter = MeasuredAdapter(system, max_retries=retry_policy(retries))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.verify = tls_verify(verify, ca_bundle)
     return session
 
 
-def session(verify: bool, ca_bundle: str, retries: int, auth: Any = None) -> requests.Session:
-    """A new session with ``auth`` (a requests auth, a (user, password) pair, or None), TLS and retries."""
-    made = configure(requests.Session(), verify, ca_bundle, retries)
+def session(verify: bool, ca_bundle: str, retries: int, auth: Any = None, system: str = "other") -> requests.Session:
+    """A new session with ``auth`` (a requests auth, a (user, password) pair, or None), TLS and retries, its
+    calls measured as calls to ``system``."""
+    made = configure(requests.Session(), verify, ca_bundle, retries, system)
     made.auth = auth
     return made
+
+
+def measure(session: requests.Session, system: str) -> requests.Session:
+    """Measure the calls of a client library's ``session`` as calls to ``system``, keeping its retry policy."""
+    for prefix in ("http://", "https://"):
+        current = session.adapters.get(prefix)
+        session.mount(prefix, MeasuredAdapter(system, max_retries=current.max_retries if current else 0))
+    return session
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -65,8 +65,9 @@ class JenkinsCIServer:
         self._verify = http.tls_verify(verify, ca_bundle)
         self._jenkins = jenkins.Jenkins(self.url, user or None, token if user else None, timeout=timeout)
         # python-jenkins has no TLS or retry settings of its own: its session gets ours.
-        http.configure(self._jenkins._session, verify, ca_bundle, retries)
-        self._session = http.session(verify, ca_bundle, retries, auth=(user, token) if user else None)
+        http.configure(self._jenkins._session, verify, ca_bundle, retries, SYSTEM)
+        self._session = http.session(verify, ca_bundle, retries, auth=(user, token) if user else None,
+                                     system=SYSTEM)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "JenkinsCIServer":

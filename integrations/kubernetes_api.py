@@ -5,7 +5,7 @@ this module sends every request through one place so that each one honours the t
 has its failure translated into ``integrations.errors`` with the API server's own ``Status.message``, the
 request it answered and its HTTP status. Both Kubernetes-speaking adapters use it: the team clusters'
 (``integrations.kubernetes``) and Argo CD's, whose objects live in the central cluster (``integrations.argocd``);
-each names its own system in the errors.
+each names its own system in the errors and in the metrics (``integrations.http.observe``).
 Resources named by apiVersion and kind are looked up in the server's discovery documents, kept in memory
 for the life of the connection (the dynamic client's discoverer would write a cache file shared by every
 process and cluster on the host, and sends its discovery requests without a timeout).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -180,11 +181,14 @@ class KubernetesAPI:
         serialized = client.param_serialize(method, path, query_params=list(query or []),
                                             header_params=headers, body=body, auth_settings=["BearerToken"])
         where = f"{method} {path}"
+        started = time.perf_counter()
         try:
             response = client.call_api(*serialized, _request_timeout=self.timeout)
             data = response.read()
         except (urllib3.exceptions.HTTPError, ApiException, OSError) as exc:
+            http.observe(self.system, http.outcome(None), time.perf_counter() - started)
             raise self._transport_error(exc, where) from exc
+        http.observe(self.system, http.outcome(response.status), time.perf_counter() - started)
         if not 200 <= response.status <= 299:
             error = self._status_error(response.status, _status_message(data) or str(response.reason), where,
                                        response.headers, secrets)
@@ -200,10 +204,13 @@ class KubernetesAPI:
                                             header_params={"Accept": "application/json"},
                                             auth_settings=["BearerToken"])
         where = f"GET {path} (watch)"
+        started = time.perf_counter()  # until the answer's headers: the stream's length says nothing of the server
         try:
             response = client.call_api(*serialized, _request_timeout=(self.timeout, read_timeout)).response
         except (urllib3.exceptions.HTTPError, ApiException, OSError) as exc:
+            http.observe(self.system, http.outcome(None), time.perf_counter() - started)
             raise self._transport_error(exc, where) from exc
+        http.observe(self.system, http.outcome(response.status), time.perf_counter() - started)
         if not 200 <= response.status <= 299:
             data = response.read()
             response.release_conn()

@@ -78,7 +78,8 @@ class NexusImageRegistry:
         self.write_policy = write_policy
         self.docker_routing = docker_routing
         self.http_port = http_port
-        self.session = http.session(verify, ca_bundle, retries, auth=requests.auth.HTTPBasicAuth(user, password))
+        self.session = http.session(verify, ca_bundle, retries, auth=requests.auth.HTTPBasicAuth(user, password),
+                                    system=SYSTEM)
         self.registry = RegistryV2(self.docker_url, self.session, SYSTEM, (user, password), timeout, page_size)
 
     @classmethod

@@ -52,7 +52,7 @@ class PlainRegistry:
         self.host = urlsplit(self.url).netloc
         self.state_dir = Path(state_dir)
         credentials = (username, password) if username else None
-        self.session = http.session(verify, ca_bundle, retries)
+        self.session = http.session(verify, ca_bundle, retries, system=SYSTEM)
         self.registry = RegistryV2(self.url, self.session, SYSTEM, credentials, timeout)
 
     @classmethod

@@ -79,18 +79,23 @@ def enqueue(
 
 
 def in_app_context(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a job function inside an application context (the worker builds one app per process)."""
+    """Run a job function inside an application context (the worker builds one app per process), its log
+    lines carrying the job's id and its duration measured (``portal_job_duration_seconds``)."""
     import functools
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            current_app._get_current_object()
-        except RuntimeError:
-            from jobs.worker import worker_app
+        from portal.logging_config import job_context
+        from portal.metrics import timed_job
 
-            with worker_app().app_context():
-                return func(*args, **kwargs)
-        return func(*args, **kwargs)
+        with job_context(), timed_job(f"{func.__module__}.{func.__name__}"):
+            try:
+                current_app._get_current_object()
+            except RuntimeError:
+                from jobs.worker import worker_app
+
+                with worker_app().app_context():
+                    return func(*args, **kwargs)
+            return func(*args, **kwargs)
 
     return wrapper

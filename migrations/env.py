@@ -7,8 +7,10 @@ from alembic import context
 from flask import current_app
 
 config = context.config
-# Keep the loggers the app already configured.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# The app's logging (JSON lines on stderr, see portal.logging_config) when create_app set it up; alembic.ini's
+# only for a process that has none. Either way, keep the loggers already made.
+if not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 target_db = current_app.extensions["migrate"].db

@@ -20,9 +20,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(INSTANCE_DIR))
     _configure(app, settings)
 
-    from portal import cli, database, errors, extensions, security, templating
+    from portal import cli, database, errors, extensions, logging_config, metrics, security, templating
     from portal.auth.session import init_login
 
+    logging_config.configure(settings)  # once per process
+    logging_config.init_app(app)  # first, so that every other hook's lines carry the request's id
+    metrics.init_app(app)
     database.init_app(app)
     extensions.migrate.init_app(app, extensions.db, directory=str(INSTANCE_DIR.parent / "migrations"), render_as_batch=True)
     extensions.csrf.init_app(app)
@@ -55,6 +58,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     for bp in (auth_bp, dashboard_bp, projects_bp, apps_bp, provisioning_bp, builds_bp, deployments_bp, teams_bp,
                resources_bp, logs_bp, boards_bp, admin_bp, hooks_bp, git_bp):
         app.register_blueprint(bp)
+
+    from portal.ops import views as ops
+
+    ops.init_app(app)
     return app
 
 
@@ -90,4 +97,5 @@ def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Several processes (web, workers) share the file: wait for locks instead of failing.
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True}
+    # A database host that drops packets must not hold a request (or a readiness probe) for minutes.
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 5}}

@@ -162,6 +162,11 @@ class Settings:
     cache_direct_seconds: float = setting(
         5.0, "Without a cache, how long one direct LIST of a namespace serves every viewer before the next.")
     panel_refresh_seconds: int = setting(10, "Default refresh interval of the resource panels, in seconds.")
+    log_format: str = setting(
+        "json", "The portal's log lines on stderr: json (one object a line, with request_id or job_id) or text.")
+    log_level: str = setting("INFO", "Lowest level of the log lines written (DEBUG, INFO, WARNING, ERROR).")
+    metrics_token: str = setting(
+        "", "Bearer token that /metrics asks for (Authorization: Bearer …); empty: /metrics is open.", secret=True)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -210,6 +215,12 @@ def reference() -> list[dict[str, str]]:
             "doc": f.metadata["doc"],
         })
     return rows
+
+
+def prometheus_multiproc_dir() -> str:
+    """prometheus_client's own variable, read by the library when it is imported (so not a PORTAL_* setting):
+    the folder where each process keeps its figures in multi-process mode; empty when that mode is off."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
 def instance_secret_key(instance_dir: Path) -> str:

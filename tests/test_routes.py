@@ -123,6 +123,10 @@ CASES: dict[str, Case] = {
     "boards.team_board": Case("GET", "/teams/dev/board", (LOGIN, 404, 200, 200, 200)),
     # Only the kiosk token counts, never a session or a role: the world's token shows ops (not dev) to anyone.
     "boards.kiosk": Case("GET", lambda w: f"/kiosk/{w.kiosk_token}", (200, 200, 200, 200, 200)),
+    # For probes and Prometheus: no session needed, none refused (PORTAL_METRICS_TOKEN is not set here).
+    "ops.healthz": Case("GET", "/healthz", (200, 200, 200, 200, 200)),
+    "ops.readyz": Case("GET", "/readyz", (200, 200, 200, 200, 200)),
+    "ops.metrics": Case("GET", "/metrics", (200, 200, 200, 200, 200)),
 }
 
 

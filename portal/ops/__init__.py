@@ -1,0 +1,1 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics, for probes and scrapers, not people."""
