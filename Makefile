@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup setup-test testbed-binaries testbed-base-image testbed-up testbed-down bench clean
+.PHONY: run test setup setup-test testbed-binaries testbed-base-image image testbed-up testbed-down bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ testbed-binaries: $(BIN)/.installed
 testbed-base-image: setup-test
 	$(BIN)/python -m testbed.base_image build
 
+## The portal's image from the Dockerfile, built with buildah on that base (no Docker engine, no registry):
+## localhost/portal/portal:dev in the buildah store .cache/testbed/images (about a minute).
+image: testbed-base-image
+	$(BIN)/python -m testbed.portal_image build
+
 ## Run the whole test suite against real Redis, PostgreSQL, Kubernetes API servers and Chromium, started by the harness.
 test: setup-test testbed-binaries testbed-base-image
 	$(BIN)/pytest
@@ -47,6 +52,7 @@ bench: setup-test testbed-binaries
 	$(BIN)/python -m benchmarks.provisioning
 	$(BIN)/python -m benchmarks.testbed
 	$(BIN)/python -m benchmarks.resources
+	$(BIN)/python -m benchmarks.logs
 
 clean:
 	rm -rf $(VENV) .pytest_cache
