@@ -326,3 +326,22 @@ def test_an_unrecorded_thing_that_cannot_be_removed_is_still_reported(login, dev
     orphan = db.session.scalar(select(Orphan))
     assert orphan is not None and orphan.step == "ci_job" and "403 Forbidden" in orphan.error
     assert_nothing_left(world, uid, {orphan.external_id})
+
+
+def test_every_attempt_at_a_step_is_counted_in_the_metrics_with_its_outcome(login, dev_member, shop, world):
+    from prometheus_client import REGISTRY
+
+    def count(step: str, outcome: str) -> float:
+        return REGISTRY.get_sample_value("portal_provisioning_step_duration_seconds_count",
+                                         {"step": step, "outcome": outcome}) or 0.0
+
+    before = {(step, outcome): count(step, outcome) for step in ("ci_job", "source_repository")
+              for outcome in ("retrying", "succeeded")}
+    op, skip, _ = STEP_CREATES["ci_job"]
+    world.fail(op, "transient", times=2, skip=skip)
+    create(login(dev_member))
+    assert latest_run(app_named("cart").id).state == RunState.SUCCEEDED
+    assert count("ci_job", "retrying") == before["ci_job", "retrying"] + 2
+    assert count("ci_job", "succeeded") == before["ci_job", "succeeded"] + 1
+    assert count("source_repository", "succeeded") == before["source_repository", "succeeded"] + 1
+    assert count("source_repository", "retrying") == before["source_repository", "retrying"]

@@ -25,6 +25,7 @@ from flask import current_app
 from rq.timeouts import JobTimeoutException
 
 from jobs.worker import stop_requested
+from portal.metrics import observe_step
 from sqlalchemy import func, or_, select, update
 
 from integrations.errors import IntegrationError, NotFound, RateLimited
@@ -240,7 +241,18 @@ def _seconds_until(step: ProvisioningStep) -> float:
 
 
 def _attempt(run: ProvisioningRun, step: ProvisioningStep, providers: Any, settings) -> str:
-    """One attempt at one step; commits its outcome. Returns 'next' or 'stop'."""
+    """One attempt at one step; commits its outcome and counts it in the metrics. Returns 'next' or 'stop'."""
+    started = time.monotonic()
+    outcome = "crashed"  # unless the attempt ends below: a job timeout, a killed horse
+    try:
+        result = _attempt_once(run, step, providers, settings)
+        outcome = "retrying" if step.state == StepState.PENDING else step.state.value  # succeeded, skipped, failed
+        return result
+    finally:
+        observe_step(step.name, outcome, time.monotonic() - started)
+
+
+def _attempt_once(run: ProvisioningRun, step: ProvisioningStep, providers: Any, settings) -> str:
     app = db.session.get(Application, run.application_id) if run.application_id else None
     definition = step_for(step.name)
     step.state = StepState.RUNNING
