@@ -283,19 +283,26 @@ def load_older(bench: Bench, namespace: str, count: int, since: datetime) -> Non
     def by_offset(depth: int):
         body = {**search_body(history, FIELDS, newest_first=True), "from": depth}
         return lambda: LogPage(list(reversed(lines_of(store.client.search(index=bench.pattern, body=body), FIELDS))))
+
+    def refused(depth: int, exc: exceptions.TransportError) -> None:
+        reason = (exc.info or {}).get("error", {}).get("root_cause", [{}])[0].get("reason", str(exc.error))
+        print(f"{'from/size':<11} {f'{depth:,} deep: refused':<42}HTTP {exc.status_code}: {reason.split('. ')[0]}")
+
     for depth in depths:  # as the indices come: refused beyond index.max_result_window
         try:
             found = by_offset(depth)().lines
         except exceptions.TransportError as exc:
-            reason = (exc.info or {}).get("error", {}).get("root_cause", [{}])[0].get("reason", str(exc.error))
-            print(f"{'from/size':<11} {f'{depth:,} deep: refused':<42}HTTP {exc.status_code}: {reason.split('. ')[0]}")
+            refused(depth, exc)
             continue
         expected = store.query(history, before=cursors[depth]).lines
         assert [ln.sort for ln in found] == [ln.sort for ln in expected], f"from/size differs at {depth}"
     bench.admin.indices.put_settings(index=bench.pattern, body={"index": {"max_result_window": last + LIMIT}})
     print(f"{'':<11} (index.max_result_window raised to {last + LIMIT:,} on {bench.pattern})")
     for depth in depths:
-        bench.show("from/size", f"{depth:,} deep", bench.timed(by_offset(depth), lines(min(LIMIT, count - depth))))
+        try:  # deep enough, the engine's memory breaker refuses it too (a 429), and the row says so
+            bench.show("from/size", f"{depth:,} deep", bench.timed(by_offset(depth), lines(min(LIMIT, count - depth))))
+        except exceptions.TransportError as exc:
+            refused(depth, exc)
 
 
 def tail_new_lines(bench: Bench, pods: list[Pod], rng: random.Random) -> None:
@@ -349,7 +356,10 @@ def run(args, url: str, node: SearchNode | None) -> None:
     print(f"loaded:   in {seconds:.1f} s, {args.docs / seconds:,.0f} lines/s (parallel bulk, 2 threads of 5,000, "
           f"refresh off, then one refresh);\n          {size / 1024 ** 2:.0f} MiB on disk, "
           f"{size / total['docs']['count']:.0f} bytes a line, {total['segments']['count']} segments"
-          f"{' after a force merge' if args.force_merge else ''}")
+          f"{' after a force merge' if args.force_merge else ''};\n          "
+          + ("no index sort (--unsorted: the naive way)" if args.unsorted else
+             f"index sorted by {', '.join(FIELDS.index_settings()['sort.field'])}, newest first "
+             "(LogFields.index_settings(), as the portal's templates have it)"))
 
     bench = Bench(args, admin, OpenSearchLogStore.connect(url, pattern), pattern)
     tail_ns, search_ns, deep_ns = (namespaces[i % len(namespaces)] for i in range(3))
