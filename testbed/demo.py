@@ -105,7 +105,8 @@ def main() -> int:
         started.append(RedisServer.start(workdir=INSTANCE_DIR / "redis", port=redis.port or 6379))
 
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", f"http://{host}:{port}")}
+    env = {"PORTAL_LOG_FORMAT": "text",  # a person reads this terminal; production keeps JSON lines
+           **os.environ, "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", f"http://{host}:{port}")}
     try:
         clusters, collect_logs = "", False
         if os.environ.get("PORTAL_DEMO_TESTBED", "1") != "0":
