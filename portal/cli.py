@@ -70,12 +70,10 @@ def init_app(app: Flask) -> None:
 
     @app.cli.command("config-reference")
     def config_reference() -> None:
-        """Print every PORTAL_* setting with its type, default and meaning (Markdown)."""
-        from portal.config import reference
+        """Print every PORTAL_* setting with its type, default and meaning: docs/configuration.md (Markdown)."""
+        from portal.config import reference_document
 
-        click.echo("| Variable | Type | Default | Meaning |\n| --- | --- | --- | --- |")
-        for row in reference():
-            click.echo(f"| `{row['name']}` | {row['type']} | `{row['default']}` | {row['doc']} |")
+        click.echo(reference_document(), nl=False)
 
     @app.cli.command("rotate-secrets")
     def rotate_secrets_command() -> None:

@@ -204,17 +204,43 @@ def _convert(f: dataclasses.Field, raw: str, name: str) -> Any:
 
 
 def reference() -> list[dict[str, str]]:
-    """The configuration reference: one row per setting, for docs and the CLI."""
+    """The configuration reference: one row per setting, for docs and the CLI. Defaults under this checkout
+    are shown relative to it (``…/instance``), so that the document is the same on every machine."""
     rows = []
     for f in dataclasses.fields(Settings):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         rows.append({
             "name": env_name(f.name),
             "type": str(f.type),
-            "default": "(generated)" if f.name == "secret_key" else repr(default),
+            "default": "(generated)" if f.name == "secret_key" else repr(default).replace(str(PROJECT_ROOT), "…"),
             "doc": f.metadata["doc"],
+            "secret": "yes" if f.metadata.get("secret") else "",
         })
     return rows
+
+
+REFERENCE_DOCUMENT = "docs/configuration.md"
+
+
+def reference_document() -> str:
+    """docs/configuration.md, whole: written by ``flask --app app config-reference``, and compared with this by
+    the tests, so that it cannot drift from the settings."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every setting of the portal is a `PORTAL_*` environment variable, declared once in `portal/config.py`.",
+        "This document is generated from it (`.venv/bin/flask --app app config-reference > docs/configuration.md`);",
+        "a test fails when the two differ. Booleans take 1/0, true/false, yes/no or on/off; a bad value stops the",
+        "portal at start with a message naming the variable. *Secret* settings are never logged or shown back;",
+        "in Kubernetes they belong in the chart's Secret (`helm-chart/`).",
+        "",
+        "| Variable | Type | Default | Secret | Meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in reference():
+        doc = row["doc"].replace("|", "\\|")
+        lines.append(f"| `{row['name']}` | {row['type']} | `{row['default']}` | {row['secret']} | {doc} |")
+    return "\n".join(lines) + "\n"
 
 
 def prometheus_multiproc_dir() -> str:

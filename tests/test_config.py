@@ -46,3 +46,15 @@ def test_create_app_does_not_connect_anywhere(tmp_path):
     app = create_app({"database_url": "postgresql+psycopg://nobody@127.0.0.1:1/none",
                       "redis_url": "redis://127.0.0.1:1/0", "secret_key": "x"})
     assert app.config["SQLALCHEMY_DATABASE_URI"].endswith("/none")
+
+
+def test_the_configuration_document_is_the_settings_as_they_are():
+    """docs/configuration.md is generated from portal/config.py; a setting added, changed or removed without
+    regenerating it fails here."""
+    from portal.config import PROJECT_ROOT, REFERENCE_DOCUMENT, reference_document
+
+    written = (PROJECT_ROOT / REFERENCE_DOCUMENT).read_text()
+    assert written == reference_document(), (
+        f"{REFERENCE_DOCUMENT} is out of date: run  .venv/bin/flask --app app config-reference > {REFERENCE_DOCUMENT}")
+    assert all(f"`{row['name']}`" in written for row in reference())
+    assert str(PROJECT_ROOT) not in written  # the same on every machine
