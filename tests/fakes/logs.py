@@ -46,6 +46,16 @@ class FakeLogStore(FakeProvider):
         cursor = page[-1].sort if page else (tuple(after) if after is not None else None)
         return LogPage(lines=page, cursor=cursor, notes=self._notes(query))
 
+    @operation
+    def forward(self, query: LogQuery, after: tuple | None = None) -> LogPage:
+        """The oldest ``limit`` lines of the range newer than ``after`` (from its start when None)."""
+        lines = self._matching(query)
+        if after is not None:
+            lines = [line for line in lines if line.sort > tuple(after)]
+        page = lines[:query.limit]
+        cursor = page[-1].sort if page else (tuple(after) if after is not None else None)
+        return LogPage(lines=page, cursor=cursor, notes=self._notes(query))
+
     def _matching(self, query: LogQuery) -> list[LogLine]:
         if query.limit < 1:
             raise InvalidRequest(self.system, f"limit must be at least 1, not {query.limit}", status=400)
