@@ -11,6 +11,9 @@ import threading
 from flask import Flask
 from rq import Worker
 
+from portal.config import prometheus_multiproc_dir
+from portal.metrics import fold_process
+
 # Set in a work horse when its worker was asked to stop (SIGTERM or SIGINT): long jobs check it between steps
 # and hand the rest of their work back, rather than hold the pod until Kubernetes kills it mid-step.
 _stopping = threading.Event()
@@ -62,6 +65,24 @@ class PortalWorker(Worker):
 
     sweeps = False
     sweeps_builds = False
+
+    def execute_job(self, job, queue) -> None:
+        """Run the job in a work horse, then fold the horse's metrics files into the worker's (multi-process
+        mode only), so that they do not pile up one set per job."""
+        try:
+            super().execute_job(job, queue)
+        finally:
+            horse, directory = getattr(self, "_last_horse", 0), prometheus_multiproc_dir()
+            if horse and directory:
+                try:
+                    fold_process(directory, horse, f"worker-{os.getpid()}")
+                except OSError:
+                    logging.getLogger(__name__).warning("could not fold the metrics of work horse %s", horse,
+                                                        exc_info=True)
+
+    def fork_work_horse(self, job, queue) -> None:
+        super().fork_work_horse(job, queue)
+        self._last_horse = self.horse_pid
 
     def setup_work_horse_signals(self) -> None:
         super().setup_work_horse_signals()

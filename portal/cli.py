@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from flask import Flask
 
@@ -67,6 +69,39 @@ def init_app(app: Flask) -> None:
             click.echo(f"{cluster}: {result if isinstance(result, str) else f'{result.lines} lines'}")
         if any(isinstance(result, str) for result in done.values()):
             raise SystemExit(1)
+
+    @app.cli.command("metrics-server")
+    @click.option("--host", default="0.0.0.0", show_default=True)
+    @click.option("--port", default=9100, show_default=True, type=int)
+    def metrics_server(host: str, port: int) -> None:
+        """Serve /metrics of the worker processes sharing PROMETHEUS_MULTIPROC_DIR (a worker pod's sidecar)."""
+        import signal
+        import threading
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from portal.config import prometheus_multiproc_dir
+        from portal.ops.views import metrics_only_app
+
+        directory = prometheus_multiproc_dir()
+        if not directory:
+            raise click.UsageError("PROMETHEUS_MULTIPROC_DIR is not set: there is nothing of other processes to serve.")
+        os.makedirs(directory, exist_ok=True)
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args) -> None:  # a line per scrape otherwise
+                pass
+
+        server = make_server(host, port, metrics_only_app(app.config["PORTAL"].metrics_token), handler_class=Quiet)
+        def stop(signum, frame) -> None:  # serve_forever ends once shutdown() is called from another thread
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
+        click.echo(f"serving the metrics of {directory} on {host}:{server.server_port}")
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
 
     @app.cli.command("config-reference")
     def config_reference() -> None:

@@ -17,12 +17,15 @@ started, deferred, scheduled, failed), ``portal_cluster_cache_heartbeat_age_seco
 Several processes: gunicorn's workers each measure their own requests. When ``PROMETHEUS_MULTIPROC_DIR`` names
 an empty folder before the process starts (the Helm chart sets it, on an emptyDir), prometheus_client keeps
 the values in files there and ``/metrics`` adds up every process's. Job and step figures are measured in the
-worker processes, so they are in the worker pods' folder, not the web's.
+worker processes, so they are in the worker pods' folder, not the web's: there ``flask metrics-server`` (a
+sidecar in the chart) serves them, and the worker folds each ended work horse's files into its own
+(``fold_process``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +33,8 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from redis import Redis, RedisError
 from rq import Queue
 
@@ -39,7 +43,7 @@ from integrations.cluster_cache import ClusterCache
 from integrations.http import observe as observe_integration
 from portal.config import prometheus_multiproc_dir
 
-__all__ = ["exposition", "init_app", "observe_integration", "observe_job", "observe_step", "timed_job"]
+__all__ = ["exposition", "fold_process", "init_app", "observe_integration", "observe_job", "observe_step", "timed_job"]
 
 LONG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -97,17 +101,45 @@ def init_app(app: Flask) -> None:
         return response
 
 
-def exposition(redis: Redis, queues: list[str]) -> bytes:
+def exposition(redis: Redis | None, queues: list[str]) -> bytes:
     """The text of a scrape: this process's (or, in multi-process mode, every process's) measurements, then
-    the figures read from ``redis`` now."""
+    the figures read from ``redis`` now (none without it: a worker pod's scrape leaves them to the web's)."""
     if values.ValueClass is values.MutexValue:
         from prometheus_client import REGISTRY as measured
     else:
         measured = CollectorRegistry()
         MultiProcessCollector(measured)
+    if redis is None:
+        return generate_latest(measured)
     read_now = CollectorRegistry(auto_describe=False)
     read_now.register(RedisCollector(redis, queues))
     return generate_latest(measured) + generate_latest(read_now)
+
+
+def fold_process(directory: str, pid: int, into: str) -> None:
+    """Add an ended process's counters and histograms to the folder's ``into`` files and remove its own.
+
+    RQ forks a work horse per job, and in multi-process mode each horse leaves files named by its pid: a
+    worker would pile up one set per job. The worker folds each horse's into its own after the job, so the
+    folder holds a few files whatever the number of jobs, and the sums a scrape reads stay the same. The
+    horse's files are renamed out of the scrape's sight first, so that no scrape counts a value twice; a
+    worker dying in between loses that one job's figures."""
+    for kind in ("counter", "histogram", "summary"):
+        path = os.path.join(directory, f"{kind}_{pid}.db")
+        folding = path + ".folding"
+        try:
+            os.rename(path, folding)
+        except FileNotFoundError:
+            continue
+        total = MmapedDict(os.path.join(directory, f"{kind}_{into}.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(folding):
+                before, _ = total.read_value(key)
+                total.write_value(key, before + value, timestamp)
+        finally:
+            total.close()
+        os.remove(folding)
+    mark_process_dead(pid, directory)  # its live gauges
 
 
 class RedisCollector:

@@ -115,7 +115,7 @@ def pod_specs(objects: list[dict]) -> dict[str, dict]:
 def environment(objects: list[dict], pod: dict, secrets: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the pod's container gets from its ConfigMap, its Secret (``secrets`` when the Secret is
     not the chart's) and its own env."""
-    (container,) = pod["containers"]
+    container = pod["containers"][0]  # the pod's own; a worker's metrics container gets the same
     env: dict[str, str] = {}
     for source in container["envFrom"]:
         if "configMapRef" in source:
@@ -160,15 +160,16 @@ def test_the_defaults_run_web_workers_the_watcher_and_the_migrations_hardened(re
     for component, pod in pods.items():
         assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
                                           "seccompProfile": {"type": "RuntimeDefault"}}, component
-        (container,) = pod["containers"]
-        assert container["securityContext"] == {
-            "runAsNonRoot": True, "runAsUser": uid, "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}, component
-        assert {"cpu", "memory"} <= container["resources"]["requests"].keys() & container["resources"]["limits"].keys()
-        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        assert "emptyDir" in volumes[mounts["/tmp"]], component
-        assert container["image"] == "developer-portal:0.1.0"
+        for container in pod["containers"]:
+            assert container["securityContext"] == {
+                "runAsNonRoot": True, "runAsUser": uid, "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}, component
+            assert {"cpu", "memory"} <= (container["resources"]["requests"].keys()
+                                         & container["resources"]["limits"].keys())
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], component
+            assert container["image"] == "developer-portal:0.1.0"
         assert environment(objects, pod)["PORTAL_DATABASE_URL"] == DATABASE
 
     web, worker, watcher = deployments["web"], deployments["worker"], deployments["watcher"]
@@ -183,11 +184,17 @@ def test_the_defaults_run_web_workers_the_watcher_and_the_migrations_hardened(re
     assert {m["mountPath"] for m in gunicorn["volumeMounts"]} == {"/tmp", "/tmp/prometheus"}
     assert web["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert web["spec"]["replicas"] == 2 and worker["spec"]["replicas"] == 2
-    (rq,) = pods["worker"]["containers"]
+    rq, sidecar = pods["worker"]["containers"]
     assert rq["command"] == ["flask", "--app", "app", "worker"] and "ports" not in rq
     assert pods["worker"]["terminationGracePeriodSeconds"] == 120
-    # Files per work horse would pile up unread in a worker's folder: only the web keeps them.
-    assert "PROMETHEUS_MULTIPROC_DIR" not in environment(objects, pods["worker"])
+    # Each work horse's figures are folded into the worker's own files, which the metrics container serves
+    # from the pod's shared /tmp.
+    assert {e["name"]: e["value"] for e in rq["env"]}["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus"
+    assert {e["name"]: e["value"] for e in sidecar["env"]}["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus"
+    assert sidecar["command"] == ["flask", "--app", "app", "metrics-server", "--port=9100"]
+    assert sidecar["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
+    assert sidecar["volumeMounts"] == rq["volumeMounts"] and sidecar["securityContext"] == rq["securityContext"]
+    assert worker["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9100"
     assert watcher["spec"]["replicas"] == 1 and watcher["spec"]["strategy"] == {"type": "Recreate"}
     assert pods["watcher"]["containers"][0]["command"][:4] == ["flask", "--app", "app", "watch-clusters"]
     assert not any("collect-logs" in c for pod in pods.values() for c in pod["containers"][0]["command"])
@@ -247,11 +254,11 @@ def test_the_production_values_serve_tls_autoscale_and_read_an_existing_secret(r
                                     "HorizontalPodAutoscaler", "Ingress", "ServiceMonitor", "Job"])
     pods = pod_specs(objects)
     for component, pod in pods.items():
-        (container,) = pod["containers"]
-        assert {"secretRef": {"name": "developer-portal-secrets"}} in container["envFrom"], component
-        assert {"name": "ca", "mountPath": "/etc/portal/ca", "readOnly": True} in container["volumeMounts"]
-        assert container["image"] == ("registry.example.com/platform/developer-portal@sha256:"
-                                      "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+        for container in pod["containers"]:
+            assert {"secretRef": {"name": "developer-portal-secrets"}} in container["envFrom"], component
+            assert {"name": "ca", "mountPath": "/etc/portal/ca", "readOnly": True} in container["volumeMounts"]
+            assert container["image"] == ("registry.example.com/platform/developer-portal@sha256:"
+                                          "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
         assert pod["imagePullSecrets"] == [{"name": "registry-pull"}]
         assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     (ingress,) = kinds["Ingress"]
@@ -555,11 +562,18 @@ def test_the_pods_commands_migrate_serve_work_and_stop_on_sigterm(render, postgr
 
     def start(component: str) -> subprocess.Popen:
         pod = pods[component]
-        (container,) = pod["containers"]
+        container = pod["containers"][0]
         folders = {m["mountPath"]: tmp_path / component / m["name"] for m in container["volumeMounts"]}
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
-        env = {k: str(folders.get(v, v)) for k, v in environment(objects, pod).items()}
+
+        def here(value: str) -> str:  # a path under a mount, in this test's folder for it
+            for mount, folder in sorted(folders.items(), key=lambda item: -len(item[0])):  # the deepest mount
+                if value == mount or value.startswith(mount + "/"):
+                    return str(folder) + value[len(mount):]
+            return value
+
+        env = {k: here(v) for k, v in environment(objects, pod).items()}
         env.update({"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
                     "PYTHONDONTWRITEBYTECODE": "1"})
         # The one change: a free port here rather than the pod's own 8000.

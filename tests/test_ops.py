@@ -491,6 +491,52 @@ def test_a_real_worker_writes_json_lines_with_the_job_id_and_its_figures_for_a_s
     assert metric(text, "portal_job_duration_seconds_count", job="tests.test_ops.chatty", outcome="succeeded") == 1
 
 
+def test_a_worker_folds_each_work_horse_s_figures_and_its_sidecar_serves_them(app_async, redis_server,
+                                                                                db_url_for_worker, tmp_path):
+    """RQ forks a work horse per job; each would leave its own metrics files. The worker folds them into its
+    own after each job, so six jobs leave one set, and `flask metrics-server` serves their sum."""
+    metrics_dir = tmp_path / "prometheus"
+    jobs = [enqueue(chatty, f"job {n}", queue=QueueName.DEFAULT) for n in range(6)]
+    env = {**os.environ, "PORTAL_REDIS_URL": redis_server.url, "PORTAL_DATABASE_URL": db_url_for_worker,
+           "PORTAL_SECRET_KEY": "test", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+           "PORTAL_METRICS_TOKEN": "scrape-me"}
+    proc = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "worker", "--burst", "default"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert all(job.get_status(refresh=True) == "finished" for job in jobs)
+    histograms = sorted(p.name for p in metrics_dir.glob("histogram_*.db"))
+    assert len(histograms) == 1 and histograms[0].startswith("histogram_worker-"), histograms
+
+    port = free_port()
+    output = tmp_path / "metrics-server.log"
+    with open(output, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "metrics-server", "--port",
+                                   str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/healthz", timeout=2).raise_for_status()
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, output.read_text()
+                time.sleep(0.2)
+        assert requests.get(url + "/metrics", timeout=10).status_code == 401
+        text = requests.get(url + "/metrics", headers={"Authorization": "Bearer scrape-me"}, timeout=10).text
+        assert metric(text, "portal_job_duration_seconds_count", job="tests.test_ops.chatty", outcome="succeeded") == 6
+        assert "portal_rq_jobs" not in text  # the queues are the web's to report
+        server.send_signal(signal.SIGTERM)
+        try:
+            assert server.wait(timeout=10) == 0
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise AssertionError(f"the metrics server did not stop on SIGTERM:\n{output.read_text()}") from None
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
 def test_the_text_format_and_bad_settings():
     record = logging.LogRecord("portal.x", logging.INFO, __file__, 1, "hello %s", ("there",), None)
     token = REQUEST_ID.set("abc")

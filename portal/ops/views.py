@@ -58,3 +58,25 @@ def _bearer_matches(header: str, token: str) -> bool:
     # Compared in constant time, whatever the scheme, so that the answer's time says nothing of the token.
     same = hmac.compare_digest(given.strip().encode(), token.encode())
     return scheme.lower() == "bearer" and same
+
+
+def metrics_only_app(token: str) -> Flask:
+    """What ``flask metrics-server`` serves beside a worker: /metrics of the processes sharing its
+    PROMETHEUS_MULTIPROC_DIR (the jobs' and steps' figures; the queues are the web's to report), behind the
+    same token, and /healthz."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    app = Flask("portal-worker-metrics")
+
+    @app.route("/healthz")
+    def alive():
+        return Response("ok\n", 200, {"Content-Type": "text/plain; charset=utf-8", **NO_STORE})
+
+    @app.route("/metrics")
+    def scrape():
+        if token and not _bearer_matches(request.headers.get("Authorization", ""), token):
+            return Response("a bearer token is needed\n", 401, {"WWW-Authenticate": 'Bearer realm="metrics"',
+                                                                "Content-Type": "text/plain; charset=utf-8"})
+        return Response(exposition(None, []), 200, {"Content-Type": CONTENT_TYPE_LATEST, **NO_STORE})
+
+    return app
