@@ -41,3 +41,17 @@ def child_exit(server, worker):
     """Drop a dead worker's live gauges from the Prometheus figures."""
     if PROMETHEUS_DIR:
         multiprocess.mark_process_dead(worker.pid)
+
+
+# gunicorn's own lines (starting, a worker booted or killed) in the portal's format, so that every line of the
+# container is one JSON object when PORTAL_LOG_FORMAT is json (its default).
+if os.environ.get("PORTAL_LOG_FORMAT", "json") == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "portal.logging_config.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {name: {"handlers": ["stderr"], "level": "INFO", "propagate": False}
+                    for name in ("gunicorn.error", "gunicorn.access")},
+        "root": {"level": "INFO", "handlers": []},  # the portal's own handler is added by create_app
+    }

@@ -357,12 +357,13 @@ def test_observe_step_counts_a_provisioning_step(app, client):
 class Gunicorn:
     """gunicorn serving the portal from the checkout on a free port, started and stopped by the test."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2):
+    def __init__(self, env: dict[str, str], workers: int = 2, log: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-                                      "--workers", str(workers), "app:app"], cwd=ROOT, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(log or os.devnull, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+                                          "--workers", str(workers), "app:app"], cwd=ROOT, env=env,
+                                         stdout=out, stderr=out)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -419,6 +420,23 @@ def test_several_gunicorn_workers_answer_with_the_sum_of_every_workers_figures(a
 
 
 # --- structured logs -------------------------------------------------------------------------------------
+
+@ONE_BACKEND
+def test_every_line_of_a_gunicorn_container_is_json_its_own_included(app, db_url_for_worker, redis_server,
+                                                                    tmp_path):
+    log = tmp_path / "gunicorn.log"
+    env = {**os.environ, "PORTAL_DATABASE_URL": db_url_for_worker, "PORTAL_REDIS_URL": redis_server.url,
+           "PORTAL_SECRET_KEY": "test", "PORTAL_LOG_FORMAT": "json"}
+    server = Gunicorn(env, workers=1, log=log)
+    try:
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in lines)
+    assert any(line["logger"] == "gunicorn.error" and "Shutting down" in line["message"] for line in lines)
+
+
 
 @ONE_BACKEND
 def test_lines_logged_during_a_request_carry_its_id_which_comes_back_in_the_response(app, capsys):
