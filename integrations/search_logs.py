@@ -64,6 +64,14 @@ class SearchLogStore:
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    @staticmethod
+    def _starting(status: int | None, error: Any) -> bool:
+        """A 503 "all shards failed" naming no failed shard: an index just made (Fluent Bit's first line of a day)
+        whose shards are not started yet. Nothing can be in it yet: no lines, rather than an outage."""
+        inner = error.get("error") if isinstance(error, dict) else None
+        return (status == 503 and isinstance(inner, dict) and inner.get("type") == "search_phase_execution_exception"
+                and not inner.get("failed_shards") and not inner.get("root_cause"))
+
     # --- writing, for the built-in collector ---------------------------------------------------------
 
     def write_pattern(self) -> str:
@@ -155,6 +163,8 @@ class OpenSearchLogStore(SearchLogStore):
             raise self._error(None, f"cannot reach the search engine: {type(exc).__name__}") from exc
         except exceptions.TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 502
+            if self._starting(status, exc.info):
+                return {}
             raise self._error(status, f"search failed: {exc.error}") from exc
 
     def _put_template(self, name: str, body: dict[str, Any]) -> None:
@@ -201,6 +211,8 @@ class ElasticsearchLogStore(SearchLogStore):
         except NotFoundError:
             return {}
         except ApiError as exc:
+            if self._starting(exc.meta.status, exc.body):
+                return {}
             raise self._error(exc.meta.status, f"search failed: {exc.message}") from exc
         except elastic_transport.TransportError as exc:
             raise self._error(None, f"cannot reach the search engine: {type(exc).__name__}") from exc

@@ -10,7 +10,7 @@ import pytest
 
 from integrations.log_search import MARK_END, MARK_START, LogFields, search_body
 from integrations.logs import LogQuery
-from integrations.search_logs import ElasticsearchLogStore, OpenSearchLogStore
+from integrations.search_logs import ElasticsearchLogStore, OpenSearchLogStore, SearchLogStore
 
 FIELDS = LogFields()
 T0 = datetime(2026, 12, 7, 10, 0, 0, tzinfo=timezone.utc)
@@ -158,3 +158,15 @@ def test_forward_reads_the_whole_range_oldest_first_a_page_at_a_time(engine):
         seen += [line.message for line in page.lines]
         cursor = page.cursor
     assert seen == [f"line {n}" for n in range(24)]  # seconds 0..7 hold lines 0..23, each once, in order
+
+
+def test_an_index_whose_shards_are_starting_is_no_lines_but_a_failed_shard_is_an_error():
+    """The answer both engines give for an index made a moment ago (seen in CI right after the collector's
+    first write of a day), as against a shard that failed."""
+    starting = {"error": {"root_cause": [], "type": "search_phase_execution_exception", "reason": "all shards failed",
+                          "phase": "query", "grouped": True, "failed_shards": []}, "status": 503}
+    failed = {"error": {"root_cause": [{"type": "query_shard_exception"}], "type": "search_phase_execution_exception",
+                        "failed_shards": [{"shard": 0}]}, "status": 503}
+    assert SearchLogStore._starting(503, starting)
+    assert not SearchLogStore._starting(503, failed) and not SearchLogStore._starting(500, starting)
+    assert not SearchLogStore._starting(503, "Service Unavailable")
