@@ -162,3 +162,17 @@ class TestApproval:
     def test_first_user_is_not_held_pending(self, client):
         signup(client)
         assert client.get("/").status_code == 200
+
+
+def test_signing_in_starts_a_new_session_and_signing_out_leaves_nothing_of_it(client):
+    UserFactory(username="carol")
+    with client.session_transaction() as session:
+        session["planted"] = "by someone else, before the owner signs in"
+    assert client.post("/login", data={"username": "carol", "password": PASSWORD}).status_code == 302
+    with client.session_transaction() as session:
+        assert "planted" not in session and session.get("_user_id")
+        session["planted"] = "during the session"
+    assert client.post("/logout").status_code == 302
+    with client.session_transaction() as session:
+        assert "_user_id" not in session and "planted" not in session and "csrf_token" not in session
+    assert client.get("/account").status_code == 302

@@ -36,3 +36,14 @@ def test_security_headers_on_every_page(client):
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert "<script>" not in resp.text  # no inline script anywhere
+
+
+def test_hsts_only_behind_tls(app):
+    from tests.conftest import make_app
+
+    database, redis_url = app.config["SQLALCHEMY_DATABASE_URI"], app.config["PORTAL"].redis_url
+    behind_tls = make_app(database, redis_url, public_url="https://portal.example.com").test_client()
+    assert behind_tls.get("/healthz").headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    plain = make_app(database, redis_url, public_url="http://127.0.0.1:5000").test_client()
+    assert "Strict-Transport-Security" not in plain.get("/healthz").headers
+    assert "Strict-Transport-Security" in plain.get("/healthz", base_url="https://127.0.0.1").headers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, request, url_for
+from flask import Blueprint, current_app, flash, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
@@ -49,7 +49,7 @@ def signup():
             show_errors(form, exc)
             status = 422
         else:
-            login_user(user)
+            _sign_in(user)
             return redirect_to(url_for("dashboard.index"))
     elif form.is_submitted():
         status = 422
@@ -67,7 +67,7 @@ def login():
     if form.validate_on_submit():
         user = accounts.authenticate(form.username.data, form.password.data)
         if user is not None:
-            login_user(user)
+            _sign_in(user)
             return redirect_to(next_url)
         form.form_errors.append("Wrong username or password.")
         status = 401
@@ -76,11 +76,19 @@ def login():
     return render("auth/login.html", form=form, next_url=next_url, status=status)
 
 
+def _sign_in(user) -> None:
+    """A new session for the user: whatever the browser's session held before (a value planted by someone
+    else, an old CSRF token) is dropped, so no one can fix a session and wait for its owner to sign in."""
+    session.clear()
+    login_user(user)
+
+
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
     accounts.record_logout(current_user)
     logout_user()
+    session.clear()  # nothing of the signed-in session outlives it, its CSRF token included
     return redirect_to(url_for("auth.login"))
 
 
