@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from integrations.logs import LEVELS, MARK_END, MARK_START, LogLine, LogQuery, canonical_level
+from integrations.logs import LEVELS, MARK_END, MARK_START, LogLine, LogQuery, canonical_level, phrase_of
 
 
 
@@ -84,8 +84,9 @@ def text_clause(text: str, field: str) -> dict[str, Any] | None:
     text = text.strip()
     if not text:
         return None
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return {"match_phrase": {field: {"query": text[1:-1]}}}
+    phrase = phrase_of(text)
+    if phrase is not None:
+        return {"match_phrase": {field: {"query": phrase}}}
     return {"match": {field: {"query": text, "operator": "and"}}}
 
 

@@ -101,16 +101,18 @@ def level_of(message: str) -> str:
     return ""
 
 
+def phrase_of(text: str) -> str | None:
+    """What a person's text is searched for: the phrase inside double quotes, or None for every word of it.
+    One rule for the search engines (``log_search.text_clause``) and for the stores that match lines here."""
+    text = text.strip()
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else None
+
+
 def mark_matches(text: str, message: str) -> str:
     """The message with every match of ``text`` between MARK_START and MARK_END (as a search engine highlights), or
     "" when it does not match: a quoted text must occur as it is, otherwise every word, in any order."""
-    text = text.strip()
-    if not text:
-        return ""
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        words = [text[1:-1]] if text[1:-1] else []
-    else:
-        words = text.split()
+    phrase = phrase_of(text)
+    words = text.split() if phrase is None else ([phrase] if phrase else [])
     lowered = message.lower()
     if not words or not all(word.lower() in lowered for word in words):
         return ""

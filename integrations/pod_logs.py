@@ -22,6 +22,7 @@ from integrations.kubernetes_api import KubernetesAPI
 from integrations.log_search import parse_timestamp
 from integrations.logs import LogLine, LogPage, LogQuery, level_of, mark_matches
 
+
 def normal_stamp(stamp: str) -> str:
     """An RFC 3339 timestamp with its fraction padded to nine digits, so that timestamps sort as text
     (the kubelet writes RFC3339Nano, which drops trailing zeros)."""
